@@ -1,0 +1,249 @@
+//! Per-row statistics: the mean, the biased variance, and how to normalize the row.
+//!
+//! The fast path is three steps, each a compensated sum over a cache-resident row:
+//! 1. `mean = fl(sum(x) / n)`, rounded once;
+//! 2. `d_i = fl(x_i - mean)` and `var = fl(sum(fl(d_i * d_i)) / n)`, rounded once;
+//! 3. `s = fl(sqrt(fl(var + eps)))`, and the row is written as `y_i = fl(d_i / s)`.
+//!
+//! A rare slow path keeps the statistics in range: a sum of finite values that overflows, and a
+//! sum of squares that overflows or underflows (values near `1e300` or `1e-300`, or a constant
+//! row), are recomputed on the row scaled by a power of two, which is exact.
+
+use super::sum::{compensated_sum, div_by_len};
+use crate::float::Float;
+
+/// A sum of squares in `[TINY, HUGE]` is safe: nothing overflowed, and whatever underflowed
+/// (at most `n * 2^-1075`) is negligible next to it.
+const TINY: f64 = f64::from_bits((1023 - 900) << 52); // 2^-900
+const HUGE: f64 = f64::from_bits((1023 + 1000) << 52); // 2^1000
+
+/// `2^k` for `-1022 <= k <= 1023`.
+#[inline]
+fn pow2(k: i32) -> f64 {
+    debug_assert!((-1022..=1023).contains(&k));
+    f64::from_bits(((k + 1023) as u64) << 52)
+}
+
+/// The binary exponent `e` of a finite, positive `v`: `2^e <= v < 2^(e+1)`.
+fn exponent(v: f64) -> i32 {
+    debug_assert!(v > 0.0 && v.is_finite());
+    let biased = ((v.to_bits() >> 52) & 0x7ff) as i32;
+    if biased == 0 {
+        // Subnormal: scale into the normal range first (exact).
+        exponent(v * pow2(64)) - 64
+    } else {
+        biased - 1023
+    }
+}
+
+/// How a row is written: `y_i = ((x_i * scale - shift) / den) * post`.
+///
+/// On the fast path `scale = post = 1` and `shift` is the mean, so this is exactly
+/// `(x_i - mean) / s`. The slow path works on the row scaled by `scale = 2^k`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Plan {
+    scale: f64,
+    shift: f64,
+    den: f64,
+    post: f64,
+}
+
+impl Plan {
+    /// The normalized value of one element, before gamma and beta.
+    #[inline(always)]
+    pub(crate) fn apply(&self, x: f64) -> f64 {
+        ((x * self.scale - self.shift) / self.den) * self.post
+    }
+
+    /// The plan of a row whose outputs are all NaN.
+    fn nan() -> Self {
+        Plan {
+            scale: f64::NAN,
+            shift: f64::NAN,
+            den: 1.0,
+            post: 1.0,
+        }
+    }
+}
+
+/// The statistics of one row, in `f64`, and the plan to normalize it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RowStats {
+    /// The mean, correctly rounded.
+    pub(crate) mean: f64,
+    /// The biased variance, correctly rounded (infinite if it exceeds the `f64` range).
+    pub(crate) var: f64,
+    /// `1 / sqrt(var + eps)`; `+inf` for a constant row with `eps == 0`.
+    pub(crate) rstd: f64,
+    /// How to write the normalized row.
+    pub(crate) plan: Plan,
+}
+
+impl RowStats {
+    /// The statistics of a row that holds a NaN or an infinity, or has no elements.
+    pub(crate) fn nan() -> Self {
+        RowStats {
+            mean: f64::NAN,
+            var: f64::NAN,
+            rstd: f64::NAN,
+            plan: Plan::nan(),
+        }
+    }
+}
+
+/// The mean and variance of a row and how to normalize it with epsilon `eps` (finite, `>= 0`).
+///
+/// Returns all-NaN statistics for an empty row or a row with a NaN or infinite value.
+pub(crate) fn row_stats<F: Float>(x: &[F], eps: f64) -> RowStats {
+    let n = x.len();
+    if n == 0 {
+        return RowStats::nan();
+    }
+    let (hi, lo) = compensated_sum(x, |v| v);
+    let mut mean = div_by_len(hi, lo, n);
+    if !mean.is_finite() {
+        if x.iter().any(|v| !v.wide().is_finite()) {
+            return RowStats::nan();
+        }
+        mean = mean_of_huge_row(x);
+    }
+    let (sq_hi, sq_lo) = compensated_sum(x, |v| {
+        let d = v - mean;
+        d * d
+    });
+    if (TINY..=HUGE).contains(&sq_hi) {
+        let var = div_by_len(sq_hi, sq_lo, n);
+        let s = (var + eps).sqrt();
+        return RowStats {
+            mean,
+            var,
+            rstd: 1.0 / s,
+            plan: Plan {
+                scale: 1.0,
+                shift: mean,
+                den: s,
+                post: 1.0,
+            },
+        };
+    }
+    scaled_row_stats(x, mean, eps)
+}
+
+/// The mean of a row of finite values whose sum overflows: the same compensated sum of the row
+/// scaled down by `2^-s`, with `2^s >= 2n`, so that no partial sum can overflow.
+#[cold]
+fn mean_of_huge_row<F: Float>(x: &[F]) -> f64 {
+    let n = x.len();
+    let s = (usize::BITS - n.leading_zeros()) as i32 + 1;
+    let down = pow2(-s);
+    let (hi, lo) = compensated_sum(x, |v| v * down);
+    div_by_len(hi, lo, n) * pow2(s)
+}
+
+/// The slow path: the row is scaled by `2^k` so that its largest magnitude lies in `[1, 2)`
+/// (`k` clamped to `[-1000, 1000]`, enough for every finite `f64`), which brings every
+/// non-negligible squared deviation into range.
+#[cold]
+fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
+    let n = x.len();
+    let amax = x.iter().fold(0.0f64, |a, v| a.max(v.wide().abs()));
+    let k = if amax == 0.0 {
+        0
+    } else {
+        (-exponent(amax)).clamp(-1000, 1000)
+    };
+    let scale = pow2(k);
+    let unscale = pow2(-k);
+    let shift = mean * scale;
+    let (sq_hi, sq_lo) = compensated_sum(x, |v| {
+        let d = v * scale - shift;
+        d * d
+    });
+    let var_scaled = div_by_len(sq_hi, sq_lo, n);
+    if var_scaled == 0.0 {
+        // Every deviation is exactly zero (nonzero scaled deviations are at least ~2^-108, and
+        // their squares do not underflow): a constant row. Its output is exactly zero.
+        return RowStats {
+            mean,
+            var: 0.0,
+            rstd: 1.0 / eps.sqrt(),
+            plan: Plan {
+                scale: 1.0,
+                shift: mean,
+                den: 1.0,
+                post: 1.0,
+            },
+        };
+    }
+    let var = var_scaled * unscale * unscale;
+    let eps_scaled = eps * scale * scale;
+    if eps_scaled.is_finite() {
+        let den = (var_scaled + eps_scaled).sqrt();
+        RowStats {
+            mean,
+            var,
+            rstd: scale / den,
+            plan: Plan {
+                scale,
+                shift,
+                den,
+                post: 1.0,
+            },
+        }
+    } else {
+        // A tiny row and an epsilon so much larger than its variance (by a factor above 2^1000
+        // / 16) that var + eps rounds to eps: y = (d * 2^k / sqrt(eps)) * 2^-k.
+        let den = eps.sqrt();
+        RowStats {
+            mean,
+            var,
+            rstd: 1.0 / den,
+            plan: Plan {
+                scale,
+                shift,
+                den,
+                post: unscale,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_are_where_the_comments_say() {
+        assert_eq!(TINY, 2f64.powi(-900));
+        assert_eq!(HUGE, 2f64.powi(1000));
+    }
+
+    #[test]
+    fn exponent_of_normal_and_subnormal_values() {
+        assert_eq!(exponent(1.0), 0);
+        assert_eq!(exponent(3.0), 1);
+        assert_eq!(exponent(0.5), -1);
+        assert_eq!(exponent(f64::MIN_POSITIVE), -1022);
+        assert_eq!(exponent(f64::from_bits(1)), -1074);
+        assert_eq!(exponent(f64::MAX), 1023);
+    }
+
+    #[test]
+    fn seed_row_statistics() {
+        let s = row_stats(&[0.5f64, -1.2, 3.3, 0.8, -0.5], 1e-5);
+        assert_eq!(s.mean, 0.58);
+        assert_eq!(s.var, 2.3575999999999997);
+    }
+
+    #[test]
+    fn constant_rows_take_the_exact_zero_plan() {
+        for &c in &[0.0f64, 0.1, -3.7, 1e6 + 0.1, 1e-300, 1e300, f64::MAX] {
+            for eps in [0.0, 1e-5] {
+                let s = row_stats(&[c; 7], eps);
+                assert_eq!(s.mean, c);
+                assert_eq!(s.var, 0.0);
+                assert_eq!(s.plan.apply(c), 0.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Accurate, validated layer normalization for [`ndarray`].
+//!
+//! [`LayerNorm`] normalizes every lane of the last axis of an array of any dimension and layout:
+//!
+//! ```text
+//! y = (x - mean) / sqrt(var + eps) * gamma + beta
+//! ```
+//!
+//! with the mean and the biased variance taken over the last axis, `eps` (default `1e-5`) and
+//! optional `gamma` (scale) and `beta` (shift) of the length of that axis.
+//!
+//! ```
+//! use approx::assert_abs_diff_eq;
+//! use ndarray::array;
+//! use ndarray_layernorm::{moments, LayerNorm};
+//! # fn main() -> Result<(), ndarray_layernorm::Error> {
+//! let x = array![[0.5, -1.2, 3.3, 0.8, -0.5], [2.0, -0.7, 1.2, -3.5, 0.6]];
+//! let y = LayerNorm::default().forward(&x)?;
+//! let m = moments(&y)?;
+//! for (mean, var) in m.mean.iter().zip(&m.var) {
+//!     assert_abs_diff_eq!(*mean, 0.0, epsilon = 1e-15);
+//!     assert_abs_diff_eq!(*var, 1.0, epsilon = 1e-5);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Accuracy
+//! The textbook formula, evaluated so that every sum is exact before it is rounded:
+//!
+//! 1. `mean`: the compensated sum of the row (eight TwoSum lanes), divided by `n` with one
+//!    rounding;
+//! 2. `d_i = x_i - mean`, rounded once; `var`: the compensated sum of the `d_i * d_i`, each
+//!    rounded once, divided by `n` with one rounding;
+//! 3. `y_i = d_i / sqrt(var + eps)`, a true division (multiplying by a reciprocal rounds twice),
+//!    then `* gamma + beta`.
+//!
+//! For `f32` input the same steps run in `f64` and each output is rounded to `f32` once. The
+//! one-pass `E[x^2] - E[x]^2` is never used. Measured against exact rational arithmetic (the
+//! tests carry that reference), the error of `y` is at most one unit of
+//! `f32::EPSILON * max(1, |y|)` for `f32` input, and at most two units of
+//! `f64::EPSILON * max(1, |y|)` for `f64` rows with `|mean| <= std`; for `f64` rows with a large
+//! offset it is bounded by the rounding of the mean itself, about
+//! `f64::EPSILON / 2 * |mean| / std`. Rows near the ends of the floating-point range (`1e300`,
+//! `1e-300`, subnormals) are rescaled by a power of two on a rare slow path and are as accurate
+//! as rows near 1. Results are bitwise identical for every memory layout of the input.
+//!
+//! # Errors and special values
+//! Bad input returns an [`Error`]; nothing panics. Epsilon must be finite and non-negative, gamma
+//! and beta must agree in length with each other and with the last axis, and a 0-dimensional
+//! input has no last axis. Values are not errors: a row with a NaN or an infinity normalizes to
+//! NaN (only that row), a constant or one-element row normalizes to exactly 0 (`0 / 0` is defined
+//! as 0, for every epsilon including 0), and an empty axis gives an empty result.
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod driver;
+mod error;
+mod float;
+mod kernels;
+mod layer_norm;
+mod moments;
+mod outputs;
+mod validate;
+
+pub use error::{Error, Param};
+pub use float::Float;
+pub use layer_norm::LayerNorm;
+pub use moments::moments;
+pub use outputs::{Moments, Stats};
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,28 @@
+//! Plain data returned by the crate's functions.
+
+use ndarray::{Array, Dimension};
+
+/// Per-row statistics saved by [`LayerNorm::forward_with_stats`](crate::LayerNorm::forward_with_stats).
+///
+/// Both arrays have the shape of the input without its last axis. For a row that holds a NaN or
+/// an infinity, or has no elements, both entries are NaN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats<F, E: Dimension> {
+    /// The mean of each row.
+    pub mean: Array<F, E>,
+    /// The reciprocal standard deviation of each row, `1 / sqrt(var + eps)`. It is `+inf` for a
+    /// constant row when `eps == 0` (whose normalized output is defined as 0).
+    pub rstd: Array<F, E>,
+}
+
+/// The mean and the biased variance of each row, as returned by [`moments`](crate::moments).
+///
+/// Both arrays have the shape of the input without its last axis. For a row that holds a NaN or
+/// an infinity, or has no elements, both entries are NaN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moments<F, E: Dimension> {
+    /// The mean of each row, `sum(x) / n`.
+    pub mean: Array<F, E>,
+    /// The biased variance of each row, `sum((x - mean)^2) / n`.
+    pub var: Array<F, E>,
+}
