@@ -1,4 +1,4 @@
-//! Forward-pass benchmarks, each next to a memory-copy baseline of the same size in the same run.
+//! Forward and backward benchmarks, each next to a memory-copy baseline of the same size in the same run.
 //!
 //! LayerNorm is memory-bound: its floor is one read of `x` and one write of `y`, the cost of a
 //! copy. Every group measures `copy_fresh` (a copy into a newly allocated array, like `forward`)
@@ -65,9 +65,49 @@ where
     }
 }
 
+/// Backward reads `x` and `dy` and writes `dx`: its baseline is the same three arrays' traffic,
+/// `x + dy` into a fresh array (the add is free next to the memory traffic).
+fn backward<F: Float>(c: &mut Criterion, type_name: &str)
+where
+    StandardNormal: ndarray_rand::rand_distr::Distribution<F>,
+{
+    for &(rows, cols) in &[(32, 768), (4096, 768)] {
+        let x = random::<F>(rows, cols);
+        let dy = random::<F>(rows, cols).mapv(|v| v + F::one());
+        let ln = LayerNorm::<F>::affine(cols, F::from_f64(1e-5).expect("representable"))
+            .expect("valid parameters");
+        let bytes = 3 * x.len() * std::mem::size_of::<F>();
+        let mut group = c.benchmark_group(format!("backward_{type_name}/{rows}x{cols}"));
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(BenchmarkId::from_parameter("copy3_fresh"), |b| {
+            b.iter(|| black_box(black_box(&x) + black_box(&dy)))
+        });
+        group.bench_function(BenchmarkId::from_parameter("backward"), |b| {
+            b.iter(|| {
+                black_box(
+                    ln.backward(black_box(&x), black_box(&dy))
+                        .expect("valid input"),
+                )
+            })
+        });
+        let (_, stats) = ln.forward_with_stats(&x).expect("valid input");
+        group.bench_function(BenchmarkId::from_parameter("backward_with_stats"), |b| {
+            b.iter(|| {
+                black_box(
+                    ln.backward_with_stats(black_box(&x), &stats, black_box(&dy))
+                        .expect("valid input"),
+                )
+            })
+        });
+        group.finish();
+    }
+}
+
 fn benches(c: &mut Criterion) {
     forward::<f32>(c, "f32");
     forward::<f64>(c, "f64");
+    backward::<f32>(c, "f32");
+    backward::<f64>(c, "f64");
 }
 
 criterion_group!(layer_norm, benches);

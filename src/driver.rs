@@ -5,7 +5,7 @@
 //! that is reused for every row, and copied back when it is written. Both paths run the same
 //! kernel on the same values in the same order, so the results are bitwise identical.
 
-use ndarray::{ArrayRef, Axis, Dimension, Zip};
+use ndarray::{ArrayRef, ArrayView1, Axis, Dimension, Zip};
 
 /// The last axis of an array with at least one dimension.
 #[inline]
@@ -69,14 +69,7 @@ pub(crate) fn for_each_row_pair<F, T, D>(
         .and(y.lanes_mut(axis))
         .and(per_row)
         .for_each(|xr, mut yr, slot| {
-            let xr = match xr.to_slice() {
-                Some(s) => s,
-                None => {
-                    x_scratch.clear();
-                    x_scratch.extend(xr.iter().copied());
-                    &x_scratch[..]
-                }
-            };
+            let xr = slice_or_copy(xr, &mut x_scratch);
             match yr.as_slice_mut() {
                 Some(yr) => f(xr, yr, slot),
                 None => {
@@ -114,4 +107,60 @@ pub(crate) fn for_each_row_mut<F, T, D>(
                     .for_each(|(dst, &src)| *dst = src);
             }
         });
+}
+
+/// Calls `f(i, x_row, dy_row, dx_row)` for every row `i` of `x` and the matching rows of `dy`
+/// and `dx` (all three of the same shape), in logical row-major order of the leading axes,
+/// whatever the memory layout: reductions over rows then run in a fixed order.
+pub(crate) fn for_each_row_triple<F, D>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    dx: &mut ArrayRef<F, D>,
+    mut f: impl FnMut(usize, &[F], &[F], &mut [F]),
+) where
+    F: Copy + num_traits::Zero,
+    D: Dimension,
+{
+    debug_assert_eq!(x.shape(), dy.shape());
+    debug_assert_eq!(x.shape(), dx.shape());
+    let axis = last_axis(&x.raw_dim());
+    let n = x.len_of(axis);
+    if let (Some(xs), Some(dys), Some(dxs)) = (x.as_slice(), dy.as_slice(), dx.as_slice_mut()) {
+        if n > 0 {
+            let rows = xs.chunks_exact(n).zip(dys.chunks_exact(n));
+            for (i, ((xr, dyr), dxr)) in rows.zip(dxs.chunks_exact_mut(n)).enumerate() {
+                f(i, xr, dyr, dxr);
+            }
+            return;
+        }
+    }
+    let mut x_scratch = Vec::new();
+    let mut dy_scratch = Vec::new();
+    let mut dx_scratch = vec![F::zero(); n];
+    let rows = x.lanes(axis).into_iter().zip(dy.lanes(axis));
+    for (i, ((xr, dyr), mut dxr)) in rows.zip(dx.lanes_mut(axis)).enumerate() {
+        let xr = slice_or_copy(xr, &mut x_scratch);
+        let dyr = slice_or_copy(dyr, &mut dy_scratch);
+        match dxr.as_slice_mut() {
+            Some(dxr) => f(i, xr, dyr, dxr),
+            None => {
+                f(i, xr, dyr, &mut dx_scratch);
+                dxr.iter_mut()
+                    .zip(&dx_scratch)
+                    .for_each(|(dst, &src)| *dst = src);
+            }
+        }
+    }
+}
+
+/// The row as a slice: itself where it is contiguous, else a copy in `scratch`.
+fn slice_or_copy<'a, F: Copy>(row: ArrayView1<'a, F>, scratch: &'a mut Vec<F>) -> &'a [F] {
+    match row.to_slice() {
+        Some(s) => s,
+        None => {
+            scratch.clear();
+            scratch.extend(row.iter().copied());
+            scratch
+        }
+    }
 }

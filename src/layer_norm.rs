@@ -281,14 +281,14 @@ impl<F: Float> LayerNorm<F> {
     }
 
     /// Checks an input against the layer: at least one axis, and parameters as long as the last.
-    fn check<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<(), Error> {
+    pub(crate) fn check<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<(), Error> {
         let n = validate::last_axis_len(x)?;
         validate::param_len(Param::Gamma, self.gamma.as_ref(), n)?;
         validate::param_len(Param::Beta, self.beta.as_ref(), n)
     }
 
     /// Gamma and beta as slices (they are kept in standard layout).
-    fn params(&self) -> (Option<&[F]>, Option<&[F]>) {
+    pub(crate) fn params(&self) -> (Option<&[F]>, Option<&[F]>) {
         fn slice<F>(p: &Option<Array1<F>>) -> Option<&[F]> {
             p.as_ref().and_then(|p| p.as_slice())
         }

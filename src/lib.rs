@@ -55,6 +55,7 @@
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
+mod backward;
 mod driver;
 mod error;
 mod float;
@@ -68,7 +69,7 @@ pub use error::{Error, Param};
 pub use float::Float;
 pub use layer_norm::LayerNorm;
 pub use moments::moments;
-pub use outputs::{Moments, Stats};
+pub use outputs::{Gradients, Moments, Stats};
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

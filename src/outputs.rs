@@ -1,6 +1,6 @@
 //! Plain data returned by the crate's functions.
 
-use ndarray::{Array, Dimension};
+use ndarray::{Array, Array1, Dimension};
 
 /// Per-row statistics saved by [`LayerNorm::forward_with_stats`](crate::LayerNorm::forward_with_stats).
 ///
@@ -25,4 +25,18 @@ pub struct Moments<F, E: Dimension> {
     pub mean: Array<F, E>,
     /// The biased variance of each row, `sum((x - mean)^2) / n`.
     pub var: Array<F, E>,
+}
+
+/// The gradients returned by [`LayerNorm::backward`](crate::LayerNorm::backward).
+///
+/// `gamma` and `beta` are `Some` exactly when the layer has that parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradients<F, D: Dimension> {
+    /// The gradient of the loss with respect to the input, of the input's shape (standard
+    /// layout).
+    pub input: Array<F, D>,
+    /// The gradient with respect to gamma: `sum over rows of dy * xhat`.
+    pub gamma: Option<Array1<F>>,
+    /// The gradient with respect to beta: `sum over rows of dy`.
+    pub beta: Option<Array1<F>>,
 }

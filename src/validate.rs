@@ -49,3 +49,15 @@ pub(crate) fn param_len<F>(param: Param, value: Option<&Array1<F>>, n: usize) ->
         _ => Ok(()),
     }
 }
+
+/// Two arrays that must have the same shape.
+pub(crate) fn same_shape(expected: &[usize], actual: &[usize]) -> Result<(), Error> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            expected: expected.to_vec(),
+            actual: actual.to_vec(),
+        })
+    }
+}

@@ -55,6 +55,35 @@ impl Plan {
         ((x * self.scale - self.shift) / self.den) * self.post
     }
 
+    /// `t / s` for the row's `s = sqrt(var + eps)`, as the backward pass needs it: the same
+    /// divisor as [`apply`](Self::apply), and `scale * post` is an exact power of two.
+    #[inline(always)]
+    pub(crate) fn apply_rstd(&self, t: f64) -> f64 {
+        (t / self.den) * (self.scale * self.post)
+    }
+
+    /// The plan for statistics saved by a forward pass: `xhat = (x - mean) * rstd`.
+    ///
+    /// A saved `rstd` of `+inf` marks a constant row with `eps == 0`, whose normalized values
+    /// (and input gradient) are defined as 0.
+    pub(crate) fn from_saved(mean: f64, rstd: f64) -> Self {
+        if rstd == f64::INFINITY {
+            Plan {
+                scale: 1.0,
+                shift: mean,
+                den: f64::INFINITY,
+                post: 1.0,
+            }
+        } else {
+            Plan {
+                scale: 1.0,
+                shift: mean,
+                den: 1.0,
+                post: rstd,
+            }
+        }
+    }
+
     /// The plan of a row whose outputs are all NaN.
     fn nan() -> Self {
         Plan {
@@ -162,7 +191,10 @@ fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
     let var_scaled = div_by_len(sq_hi, sq_lo, n);
     if var_scaled == 0.0 {
         // Every deviation is exactly zero (nonzero scaled deviations are at least ~2^-108, and
-        // their squares do not underflow): a constant row. Its output is exactly zero.
+        // their squares do not underflow): a constant row. Its output is exactly zero; with
+        // eps == 0 the divisor is +inf rather than 0, which defines 0 / 0 as 0 (and makes the
+        // input gradient of the row 0 as well).
+        let den = if eps > 0.0 { eps.sqrt() } else { f64::INFINITY };
         return RowStats {
             mean,
             var: 0.0,
@@ -170,7 +202,7 @@ fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
             plan: Plan {
                 scale: 1.0,
                 shift: mean,
-                den: 1.0,
+                den,
                 post: 1.0,
             },
         };

@@ -12,7 +12,7 @@ const LANES: usize = 8;
 
 /// Knuth's TwoSum: `s + e == a + b` exactly, with `s = fl(a + b)`. Branch-free, 6 flops.
 #[inline(always)]
-fn two_sum(a: f64, b: f64) -> (f64, f64) {
+pub(crate) fn two_sum(a: f64, b: f64) -> (f64, f64) {
     let s = a + b;
     let bb = s - a;
     let e = (a - (s - bb)) + (b - bb);
@@ -26,18 +26,33 @@ fn two_sum(a: f64, b: f64) -> (f64, f64) {
 /// contrived cases. Non-finite terms (or an overflow) make `hi` or `lo` non-finite.
 #[inline(always)]
 pub(crate) fn compensated_sum<F: Float>(x: &[F], f: impl Fn(f64) -> f64) -> (f64, f64) {
+    compensated_sum_zip(x, x, |v, _| f(v))
+}
+
+/// The compensated sum of `f(a_i, b_i)` over two rows of the same length (see
+/// [`compensated_sum`]). Element `i` always goes to lane `i % LANES`, and the lanes are merged in
+/// a fixed order.
+#[inline(always)]
+pub(crate) fn compensated_sum_zip<A: Float, B: Float>(
+    a: &[A],
+    b: &[B],
+    f: impl Fn(f64, f64) -> f64,
+) -> (f64, f64) {
+    debug_assert_eq!(a.len(), b.len());
     let mut s = [0.0f64; LANES];
     let mut c = [0.0f64; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for chunk in &mut chunks {
+    let mut a_chunks = a.chunks_exact(LANES);
+    let mut b_chunks = b.chunks_exact(LANES);
+    for (ca, cb) in (&mut a_chunks).zip(&mut b_chunks) {
         for j in 0..LANES {
-            let (t, e) = two_sum(s[j], f(chunk[j].wide()));
+            let (t, e) = two_sum(s[j], f(ca[j].wide(), cb[j].wide()));
             s[j] = t;
             c[j] += e;
         }
     }
-    for (j, v) in chunks.remainder().iter().enumerate() {
-        let (t, e) = two_sum(s[j], f(v.wide()));
+    let tail = a_chunks.remainder().iter().zip(b_chunks.remainder());
+    for (j, (va, vb)) in tail.enumerate() {
+        let (t, e) = two_sum(s[j], f(va.wide(), vb.wide()));
         s[j] = t;
         c[j] += e;
     }
@@ -49,6 +64,14 @@ pub(crate) fn compensated_sum<F: Float>(x: &[F], f: impl Fn(f64) -> f64) -> (f64
         lo += e + c[j];
     }
     two_sum(hi, lo)
+}
+
+/// Adds `v` to the compensated accumulator `(hi, lo)`.
+#[inline(always)]
+pub(crate) fn accumulate(hi: &mut f64, lo: &mut f64, v: f64) {
+    let (t, e) = two_sum(*hi, v);
+    *hi = t;
+    *lo += e;
 }
 
 /// Clears the low 27 bits of the significand: a value with at most 26 significant bits.

@@ -1,0 +1,213 @@
+//! The backward pass of [`LayerNorm`].
+//!
+//! # Derivation
+//! For one row of length `n`, write `mu = sum(x) / n`, `var = sum((x - mu)^2) / n`,
+//! `s = sqrt(var + eps)`, `xhat_i = (x_i - mu) / s` and `y_i = gamma_i * xhat_i + beta_i`. Given
+//! `dy = dL/dy`, let `g_i = dy_i * gamma_i = dL/dxhat_i`.
+//!
+//! The parameters: `dL/dgamma_i = sum over rows of dy_i * xhat_i` and
+//! `dL/dbeta_i = sum over rows of dy_i`.
+//!
+//! The input: `d mu / d x_j = 1/n`, and `d var / d x_j = (2/n) sum_i (x_i - mu)(delta_ij - 1/n)
+//! = 2 (x_j - mu) / n` (the `-1/n` terms sum to zero because `sum_i (x_i - mu) = 0`). So
+//! `d s / d x_j = (x_j - mu) / (n s) = xhat_j / n`, and
+//!
+//! ```text
+//! d xhat_i / d x_j = (delta_ij - 1/n) / s - (x_i - mu) / s^2 * xhat_j / n
+//!                  = (delta_ij - 1/n - xhat_i * xhat_j / n) / s
+//! dL/dx_j = sum_i g_i * d xhat_i / d x_j
+//!         = (g_j - mean(g) - xhat_j * mean(g * xhat)) / s
+//! ```
+//!
+//! This centred form is what the kernel evaluates: `xhat` exactly as the forward pass writes it,
+//! both means as compensated sums divided once by `n`, and a division by `s`. It never forms the
+//! uncentred `sum(g * x)`, whose cancellation loses digits in proportion to `|mean| / std`.
+//!
+//! Two checks of the formula: with `gamma = 1`, `sum_j dL/dx_j = (n mean(g) - n mean(g) -
+//! mean(g xhat) sum_j xhat_j) / s = 0`, and `sum_j xhat_j dL/dx_j = (sum g xhat - 0 - mean(g xhat)
+//! sum xhat^2) / s = sum(g xhat) (1 - var/(var + eps)) / s`, which is 0 when `eps = 0`.
+//!
+//! # Degenerate rows
+//! A row of one element has `xhat = 0` and `g - mean(g) = 0`, so its input gradient is exactly 0
+//! and it adds exactly 0 to `dgamma`. A constant row has `xhat = 0`; with `eps > 0` its input
+//! gradient is the exact `(g - mean(g)) / sqrt(eps)`; with `eps = 0` the gradient does not exist
+//! (the output jumps), and it is defined as 0, consistently with its output being defined as 0.
+//!
+//! # Order of the parameter sums
+//! `dgamma` and `dbeta` are sums over rows. Rows are visited in logical order, summed with
+//! compensation in blocks of a fixed number of rows, and the blocks are merged in order, so the
+//! result does not depend on the layout of the input (nor, with threads, on their number).
+
+use ndarray::{Array, Array1, ArrayRef, Dimension};
+
+use crate::driver::for_each_row_triple;
+use crate::error::Error;
+use crate::float::Float;
+use crate::kernels::{backward_row, row_stats, ColumnSums, ParamSums, Plan, ROW_BLOCK};
+use crate::layer_norm::LayerNorm;
+use crate::outputs::{Gradients, Stats};
+use crate::validate;
+
+impl<F: Float> LayerNorm<F> {
+    /// The gradients of a loss with respect to the input, gamma and beta, given the input `x`
+    /// and the gradient `dy` of the loss with respect to the output.
+    ///
+    /// ```text
+    /// xhat   = (x - mean) / sqrt(var + eps),   g = dy * gamma
+    /// dx     = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps)   (means over the row)
+    /// dgamma = sum over rows of dy * xhat
+    /// dbeta  = sum over rows of dy
+    /// ```
+    ///
+    /// The statistics are recomputed from `x` exactly as [`forward`](Self::forward) computes
+    /// them; [`backward_with_stats`](Self::backward_with_stats) reuses saved ones instead. The
+    /// result is bitwise the same for every layout of `x` and `dy`.
+    ///
+    /// A row of one element has an input gradient of exactly 0; so does a constant row when
+    /// `eps == 0` (where the true gradient does not exist). A NaN or an infinity in a row of `x`
+    /// or `dy` makes that row of the input gradient NaN, and the parameter gradients, which sum
+    /// over all rows, NaN as well.
+    ///
+    /// ```
+    /// use approx::assert_abs_diff_eq;
+    /// use ndarray::array;
+    /// use ndarray_layernorm::LayerNorm;
+    /// # fn main() -> Result<(), ndarray_layernorm::Error> {
+    /// let ln = LayerNorm::<f64>::affine(3, 0.0)?;
+    /// let x = array![[1.0, 2.0, 3.0]];
+    /// let dy = array![[0.0, 0.0, 1.0]];
+    /// let grads = ln.backward(&x, &dy)?;
+    /// // xhat = (-a, 0, a) with a = sqrt(3/2); dbeta = dy; dgamma = dy * xhat.
+    /// let a = 1.5f64.sqrt();
+    /// assert_eq!(grads.beta.unwrap(), array![0.0, 0.0, 1.0]);
+    /// assert_abs_diff_eq!(grads.gamma.unwrap()[2], a, epsilon = 1e-15);
+    /// // dx = (g - 1/3 - xhat * a/3) / s with s = sqrt(2/3).
+    /// let s = (2.0f64 / 3.0).sqrt();
+    /// let expected = [(-1.0 / 3.0 + a * a / 3.0) / s, (-1.0 / 3.0) / s, (1.0 - 1.0 / 3.0 - a * a / 3.0) / s];
+    /// for (got, want) in grads.input.iter().zip(expected) {
+    ///     assert_abs_diff_eq!(*got, want, epsilon = 1e-15);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::ZeroDimensional`] if `x` has no axis.
+    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ShapeMismatch`] if `dy` does not have the shape of `x`.
+    pub fn backward<D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        dy: &ArrayRef<F, D>,
+    ) -> Result<Gradients<F, D>, Error> {
+        self.check_backward(x, dy)?;
+        let eps = self.epsilon().wide();
+        Ok(self.backward_rows(x, dy, |_, row| row_stats(row, eps).plan))
+    }
+
+    /// [`backward`](Self::backward) with the statistics saved by
+    /// [`forward_with_stats`](Self::forward_with_stats), which saves one pass over each row.
+    ///
+    /// `xhat` is computed as `(x - mean) * rstd` from the saved values (in `F`, so for `f32` the
+    /// saved statistics carry `f32` rounding: the result is within a few units of `f32::EPSILON`
+    /// of the exact gradient rather than within one). A saved `rstd` of `+inf` (a constant row
+    /// with `eps == 0`) gives an input gradient of 0 for that row.
+    ///
+    /// ```
+    /// use approx::assert_abs_diff_eq;
+    /// use ndarray::array;
+    /// use ndarray_layernorm::LayerNorm;
+    /// # fn main() -> Result<(), ndarray_layernorm::Error> {
+    /// let ln = LayerNorm::<f64>::affine(4, 1e-5)?;
+    /// let x = array![[1.0, -2.0, 0.5, 4.0], [0.0, 1.0, 2.0, 3.0]];
+    /// let dy = array![[0.1, 0.2, -0.3, 0.4], [1.0, 0.0, 0.0, -1.0]];
+    /// let (_, stats) = ln.forward_with_stats(&x)?;
+    /// let saved = ln.backward_with_stats(&x, &stats, &dy)?;
+    /// let fresh = ln.backward(&x, &dy)?;
+    /// for (a, b) in saved.input.iter().zip(&fresh.input) {
+    ///     assert_abs_diff_eq!(*a, *b, epsilon = 1e-14);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::ZeroDimensional`] if `x` has no axis.
+    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ShapeMismatch`] if `dy` does not have the shape of `x`, or `stats.mean` or
+    ///   `stats.rstd` does not have the shape of `x` without its last axis.
+    pub fn backward_with_stats<D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        stats: &Stats<F, D::Smaller>,
+        dy: &ArrayRef<F, D>,
+    ) -> Result<Gradients<F, D>, Error> {
+        self.check_backward(x, dy)?;
+        let leading = &x.shape()[..x.ndim() - 1];
+        validate::same_shape(leading, stats.mean.shape())?;
+        validate::same_shape(leading, stats.rstd.shape())?;
+        // The saved statistics in the logical order in which rows are visited.
+        let saved: Vec<Plan> = stats
+            .mean
+            .iter()
+            .zip(&stats.rstd)
+            .map(|(m, r)| Plan::from_saved(m.wide(), r.wide()))
+            .collect();
+        Ok(self.backward_rows(x, dy, |i, _| saved[i]))
+    }
+
+    /// The shared checks of both backward entry points.
+    fn check_backward<D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        dy: &ArrayRef<F, D>,
+    ) -> Result<(), Error> {
+        self.check(x)?;
+        validate::same_shape(x.shape(), dy.shape())
+    }
+
+    /// Runs the row kernel over every row, with `plan(i, x_row)` giving the statistics of row
+    /// `i`, and reduces the parameter gradients in fixed row blocks.
+    fn backward_rows<D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        dy: &ArrayRef<F, D>,
+        plan: impl Fn(usize, &[F]) -> Plan,
+    ) -> Gradients<F, D> {
+        let n = x.shape()[x.ndim() - 1];
+        let (gamma, beta) = self.params();
+        let mut input = Array::zeros(x.raw_dim());
+        let mut g = Vec::with_capacity(n);
+        let sums = |present: bool| present.then(|| (ColumnSums::new(n), ColumnSums::new(n)));
+        let mut gamma_sums = sums(gamma.is_some());
+        let mut beta_sums = sums(beta.is_some());
+        for_each_row_triple(x, dy, &mut input, |i, x, dy, dx| {
+            if i > 0 && i % ROW_BLOCK == 0 {
+                drain(&mut gamma_sums);
+                drain(&mut beta_sums);
+            }
+            let sums = ParamSums {
+                gamma: gamma_sums.as_mut().map(|(block, _)| block),
+                beta: beta_sums.as_mut().map(|(block, _)| block),
+            };
+            backward_row(x, dy, dx, &plan(i, x), gamma, &mut g, sums);
+        });
+        drain(&mut gamma_sums);
+        drain(&mut beta_sums);
+        let finish = |s: Option<(ColumnSums, ColumnSums)>| {
+            s.map(|(_, total)| Array1::from_vec(total.finish::<F>()))
+        };
+        Gradients {
+            input,
+            gamma: finish(gamma_sums),
+            beta: finish(beta_sums),
+        }
+    }
+}
+
+/// Merges a block's sums into the total, in block order.
+fn drain(sums: &mut Option<(ColumnSums, ColumnSums)>) {
+    if let Some((block, total)) = sums {
+        block.drain_into(total);
+    }
+}

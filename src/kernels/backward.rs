@@ -1,0 +1,114 @@
+//! The backward pass of one row, and the per-column sums of the parameter gradients.
+
+use super::moments::Plan;
+use super::sum::{accumulate, compensated_sum, compensated_sum_zip, div_by_len, two_sum};
+use crate::float::Float;
+
+/// Rows whose parameter-gradient contributions are summed together before they are merged into
+/// the total. The merge order is the block order, so the bits of `dgamma` and `dbeta` depend on
+/// neither the layout of the input nor the number of threads.
+pub(crate) const ROW_BLOCK: usize = 64;
+
+/// Compensated per-column sums over rows (one `hi + lo` pair per column).
+#[derive(Debug, Clone)]
+pub(crate) struct ColumnSums {
+    hi: Vec<f64>,
+    lo: Vec<f64>,
+}
+
+impl ColumnSums {
+    /// `n` zero sums.
+    pub(crate) fn new(n: usize) -> Self {
+        ColumnSums {
+            hi: vec![0.0; n],
+            lo: vec![0.0; n],
+        }
+    }
+
+    /// Adds `f(a_i, b_i)` to column `i`.
+    #[inline]
+    fn add<A: Float, B: Float>(&mut self, a: &[A], b: &[B], f: impl Fn(f64, f64) -> f64) {
+        debug_assert_eq!(a.len(), self.hi.len());
+        debug_assert_eq!(b.len(), self.hi.len());
+        for (((hi, lo), a), b) in self.hi.iter_mut().zip(&mut self.lo).zip(a).zip(b) {
+            accumulate(hi, lo, f(a.wide(), b.wide()));
+        }
+    }
+
+    /// Adds these sums into `total` and resets them to zero.
+    pub(crate) fn drain_into(&mut self, total: &mut ColumnSums) {
+        debug_assert_eq!(self.hi.len(), total.hi.len());
+        let parts = self.hi.iter_mut().zip(&mut self.lo);
+        for ((hi, lo), (t_hi, t_lo)) in parts.zip(total.hi.iter_mut().zip(&mut total.lo)) {
+            let (s, e) = two_sum(*t_hi, *hi);
+            *t_hi = s;
+            *t_lo += e + *lo;
+            *hi = 0.0;
+            *lo = 0.0;
+        }
+    }
+
+    /// The sums, each rounded once to `F`.
+    pub(crate) fn finish<F: Float>(&self) -> Vec<F> {
+        self.hi
+            .iter()
+            .zip(&self.lo)
+            .map(|(hi, lo)| F::narrow(hi + lo))
+            .collect()
+    }
+}
+
+/// The running sums of the parameter gradients of one block of rows.
+pub(crate) struct ParamSums<'a> {
+    /// `sum over rows of dy * xhat`, if the layer has gamma.
+    pub(crate) gamma: Option<&'a mut ColumnSums>,
+    /// `sum over rows of dy`, if the layer has beta.
+    pub(crate) beta: Option<&'a mut ColumnSums>,
+}
+
+/// The input gradient of one row, and its contributions to the parameter gradients.
+///
+/// With `xhat_i = (x_i - mean) / s` (written by `plan` exactly as the forward pass writes it),
+/// `g_i = dy_i * gamma_i` and `s = sqrt(var + eps)`:
+///
+/// ```text
+/// dx_i = (g_i - mean(g) - xhat_i * mean(g * xhat)) / s
+/// ```
+///
+/// Both means are compensated sums divided once by `n`; `g` is a scratch buffer reused across
+/// rows.
+pub(crate) fn backward_row<F: Float>(
+    x: &[F],
+    dy: &[F],
+    dx: &mut [F],
+    plan: &Plan,
+    gamma: Option<&[F]>,
+    g: &mut Vec<f64>,
+    sums: ParamSums<'_>,
+) {
+    let n = x.len();
+    debug_assert_eq!(dy.len(), n);
+    debug_assert_eq!(dx.len(), n);
+    g.clear();
+    match gamma {
+        Some(w) => {
+            debug_assert_eq!(w.len(), n);
+            g.extend(dy.iter().zip(w).map(|(d, w)| d.wide() * w.wide()));
+        }
+        None => g.extend(dy.iter().map(|d| d.wide())),
+    }
+    let (hi, lo) = compensated_sum(g, |v| v);
+    let mean_g = div_by_len(hi, lo, n);
+    let (hi, lo) = compensated_sum_zip(g, x, |g, x| g * plan.apply(x));
+    let mean_gx = div_by_len(hi, lo, n);
+    for ((dx, g), x) in dx.iter_mut().zip(g.iter()).zip(x) {
+        let t = (g - mean_g) - plan.apply(x.wide()) * mean_gx;
+        *dx = F::narrow(plan.apply_rstd(t));
+    }
+    if let Some(acc) = sums.gamma {
+        acc.add(dy, x, |dy, x| dy * plan.apply(x));
+    }
+    if let Some(acc) = sums.beta {
+        acc.add(dy, dy, |dy, _| dy);
+    }
+}
