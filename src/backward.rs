@@ -43,7 +43,7 @@ use ndarray::{Array, Array1, ArrayRef, Dimension};
 use crate::driver::for_each_row_triple;
 use crate::error::Error;
 use crate::float::Float;
-use crate::kernels::{backward_row, row_stats, ColumnSums, ParamSums, Plan, ROW_BLOCK};
+use crate::kernels::{backward_row, ColumnSums, ParamSums, Plan, RowPlan, ROW_BLOCK};
 use crate::layer_norm::LayerNorm;
 use crate::outputs::{Gradients, Stats};
 use crate::validate;
@@ -102,7 +102,7 @@ impl<F: Float> LayerNorm<F> {
     ) -> Result<Gradients<F, D>, Error> {
         self.check_backward(x, dy)?;
         let eps = self.epsilon().wide();
-        Ok(self.backward_rows(x, dy, |_, row| row_stats(row, eps).plan))
+        Ok(self.backward_rows(x, dy, |_| RowPlan::Recompute(eps)))
     }
 
     /// [`backward`](Self::backward) with the statistics saved by
@@ -147,13 +147,13 @@ impl<F: Float> LayerNorm<F> {
         validate::same_shape(leading, stats.mean.shape())?;
         validate::same_shape(leading, stats.rstd.shape())?;
         // The saved statistics in the logical order in which rows are visited.
-        let saved: Vec<Plan> = stats
+        let saved: Vec<RowPlan> = stats
             .mean
             .iter()
             .zip(&stats.rstd)
-            .map(|(m, r)| Plan::from_saved(m.wide(), r.wide()))
+            .map(|(m, r)| RowPlan::Saved(Plan::from_saved(m.wide(), r.wide())))
             .collect();
-        Ok(self.backward_rows(x, dy, |i, _| saved[i]))
+        Ok(self.backward_rows(x, dy, |i| saved[i]))
     }
 
     /// The shared checks of both backward entry points.
@@ -166,13 +166,13 @@ impl<F: Float> LayerNorm<F> {
         validate::same_shape(x.shape(), dy.shape())
     }
 
-    /// Runs the row kernel over every row, with `plan(i, x_row)` giving the statistics of row
+    /// Runs the row kernel over every row, with `plan(i)` giving the statistics of row
     /// `i`, and reduces the parameter gradients in fixed row blocks.
     fn backward_rows<D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
         dy: &ArrayRef<F, D>,
-        plan: impl Fn(usize, &[F]) -> Plan,
+        plan: impl Fn(usize) -> RowPlan,
     ) -> Gradients<F, D> {
         let n = x.shape()[x.ndim() - 1];
         let (gamma, beta) = self.params();
@@ -190,7 +190,7 @@ impl<F: Float> LayerNorm<F> {
                 gamma: gamma_sums.as_mut().map(|(block, _)| block),
                 beta: beta_sums.as_mut().map(|(block, _)| block),
             };
-            backward_row(x, dy, dx, &plan(i, x), gamma, &mut g, sums);
+            backward_row(x, dy, dx, plan(i), gamma, &mut g, sums);
         });
         drain(&mut gamma_sums);
         drain(&mut beta_sums);

@@ -1,110 +1,103 @@
 //! Walks the rows (lanes of the last axis) of an array of any dimension and layout.
 //!
-//! Kernels see plain slices. A row that is contiguous in memory is handed over as it is; any
-//! other row (transposed, stepped, reversed) is copied in logical order into one scratch buffer
-//! that is reused for every row, and copied back when it is written. Both paths run the same
-//! kernel on the same values in the same order, so the results are bitwise identical.
+//! Kernels see plain slices of whole rows. When every array involved is in standard layout,
+//! all rows are handed over at once as one slice; otherwise each row is handed over on its own,
+//! as it is where it is contiguous in memory, or else copied in logical order into a scratch
+//! buffer that is reused for every row (and copied back when it is written). Every path runs the
+//! same kernel on the same values in the same order, so the results are bitwise identical.
 
 use ndarray::{ArrayRef, ArrayView1, Axis, Dimension, Zip};
+use num_traits::Zero;
 
 /// The last axis of an array with at least one dimension.
 #[inline]
-pub(crate) fn last_axis<D: Dimension>(dim: &D) -> Axis {
-    debug_assert!(dim.ndim() > 0);
-    Axis(dim.ndim() - 1)
+fn last_axis<D: Dimension>(x: &ArrayRef<impl Sized, D>) -> Axis {
+    debug_assert!(x.ndim() > 0);
+    Axis(x.ndim() - 1)
 }
 
-/// Calls `f(row, slot)` for every row of `x` and the matching element of `per_row`, whose shape
-/// is the shape of `x` without its last axis.
+/// Calls `f(rows, slots)` on the rows of `x`, with the matching elements of `per_row` (whose
+/// shape is the shape of `x` without its last axis).
 pub(crate) fn for_each_row<F, T, D>(
     x: &ArrayRef<F, D>,
     per_row: &mut ArrayRef<T, D::Smaller>,
-    mut f: impl FnMut(&[F], &mut T),
+    mut f: impl FnMut(&[F], &mut [T]),
 ) where
     F: Copy,
     D: Dimension,
 {
-    let axis = last_axis(&x.raw_dim());
+    if let (Some(xs), Some(slots)) = (x.as_slice(), per_row.as_slice_mut()) {
+        return f(xs, slots);
+    }
     let mut scratch = Vec::new();
-    Zip::from(x.lanes(axis))
+    Zip::from(x.lanes(last_axis(x)))
         .and(per_row)
-        .for_each(|row, slot| match row.as_slice() {
-            Some(row) => f(row, slot),
-            None => {
-                scratch.clear();
-                scratch.extend(row.iter().copied());
-                f(&scratch, slot)
-            }
-        });
+        .for_each(|row, slot| f(slice_or_copy(row, &mut scratch), std::slice::from_mut(slot)));
 }
 
-/// Calls `f(x_row, y_row, slot)` for every row of `x`, the matching row of `y` (same shape) and
-/// the matching element of `per_row`.
+/// Calls `f(x_rows, y_rows, slots)` on the rows of `x`, the matching rows of `y` (same shape)
+/// and the matching elements of `per_row`.
 pub(crate) fn for_each_row_pair<F, T, D>(
     x: &ArrayRef<F, D>,
     y: &mut ArrayRef<F, D>,
     per_row: &mut ArrayRef<T, D::Smaller>,
-    mut f: impl FnMut(&[F], &mut [F], &mut T),
+    mut f: impl FnMut(&[F], &mut [F], &mut [T]),
 ) where
-    F: Copy + num_traits::Zero,
+    F: Copy + Zero,
     D: Dimension,
 {
     debug_assert_eq!(x.shape(), y.shape());
-    let axis = last_axis(&x.raw_dim());
-    let n = x.len_of(axis);
-    // The common case, both arrays in standard layout: rows are consecutive chunks.
     if let (Some(xs), Some(ys), Some(slots)) =
         (x.as_slice(), y.as_slice_mut(), per_row.as_slice_mut())
     {
-        if n > 0 {
-            for ((xr, yr), slot) in xs.chunks_exact(n).zip(ys.chunks_exact_mut(n)).zip(slots) {
-                f(xr, yr, slot);
-            }
-            return;
-        }
+        return f(xs, ys, slots);
     }
+    let axis = last_axis(x);
     let mut x_scratch = Vec::new();
-    let mut y_scratch = vec![F::zero(); n];
+    let mut y_scratch = vec![F::zero(); x.len_of(axis)];
     Zip::from(x.lanes(axis))
         .and(y.lanes_mut(axis))
         .and(per_row)
         .for_each(|xr, mut yr, slot| {
             let xr = slice_or_copy(xr, &mut x_scratch);
+            let slot = std::slice::from_mut(slot);
             match yr.as_slice_mut() {
                 Some(yr) => f(xr, yr, slot),
                 None => {
                     f(xr, &mut y_scratch, slot);
-                    yr.iter_mut()
-                        .zip(&y_scratch)
-                        .for_each(|(dst, &src)| *dst = src);
+                    copy_back(&y_scratch, yr);
                 }
             }
         });
 }
 
-/// Calls `f(row, slot)` for every row of `y`, which `f` may overwrite, and the matching element
+/// Calls `f(rows, slots)` on the rows of `y`, which `f` may overwrite, and the matching elements
 /// of `per_row`.
 pub(crate) fn for_each_row_mut<F, T, D>(
     y: &mut ArrayRef<F, D>,
     per_row: &mut ArrayRef<T, D::Smaller>,
-    mut f: impl FnMut(&mut [F], &mut T),
+    mut f: impl FnMut(&mut [F], &mut [T]),
 ) where
     F: Copy,
     D: Dimension,
 {
-    let axis = last_axis(&y.raw_dim());
+    let axis = last_axis(y);
+    if let (Some(ys), Some(slots)) = (y.as_slice_mut(), per_row.as_slice_mut()) {
+        return f(ys, slots);
+    }
     let mut scratch = Vec::new();
     Zip::from(y.lanes_mut(axis))
         .and(per_row)
-        .for_each(|mut row, slot| match row.as_slice_mut() {
-            Some(row) => f(row, slot),
-            None => {
-                scratch.clear();
-                scratch.extend(row.iter().copied());
-                f(&mut scratch, slot);
-                row.iter_mut()
-                    .zip(&scratch)
-                    .for_each(|(dst, &src)| *dst = src);
+        .for_each(|mut row, slot| {
+            let slot = std::slice::from_mut(slot);
+            match row.as_slice_mut() {
+                Some(row) => f(row, slot),
+                None => {
+                    scratch.clear();
+                    scratch.extend(row.iter().copied());
+                    f(&mut scratch, slot);
+                    copy_back(&scratch, row);
+                }
             }
         });
 }
@@ -118,12 +111,12 @@ pub(crate) fn for_each_row_triple<F, D>(
     dx: &mut ArrayRef<F, D>,
     mut f: impl FnMut(usize, &[F], &[F], &mut [F]),
 ) where
-    F: Copy + num_traits::Zero,
+    F: Copy + Zero,
     D: Dimension,
 {
     debug_assert_eq!(x.shape(), dy.shape());
     debug_assert_eq!(x.shape(), dx.shape());
-    let axis = last_axis(&x.raw_dim());
+    let axis = last_axis(x);
     let n = x.len_of(axis);
     if let (Some(xs), Some(dys), Some(dxs)) = (x.as_slice(), dy.as_slice(), dx.as_slice_mut()) {
         if n > 0 {
@@ -145,9 +138,7 @@ pub(crate) fn for_each_row_triple<F, D>(
             Some(dxr) => f(i, xr, dyr, dxr),
             None => {
                 f(i, xr, dyr, &mut dx_scratch);
-                dxr.iter_mut()
-                    .zip(&dx_scratch)
-                    .for_each(|(dst, &src)| *dst = src);
+                copy_back(&dx_scratch, dxr);
             }
         }
     }
@@ -163,4 +154,9 @@ fn slice_or_copy<'a, F: Copy>(row: ArrayView1<'a, F>, scratch: &'a mut Vec<F>) -
             scratch
         }
     }
+}
+
+/// Copies a computed row back into its (non-contiguous) place.
+fn copy_back<F: Copy>(src: &[F], mut dst: ndarray::ArrayViewMut1<'_, F>) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
 }

@@ -5,7 +5,7 @@ use ndarray::{Array, Array1, ArrayRef, Dimension};
 use crate::driver::{for_each_row_mut, for_each_row_pair};
 use crate::error::{Error, Param};
 use crate::float::Float;
-use crate::kernels::{normalize_row, row_stats, RowStats};
+use crate::kernels::{normalize_rows, normalize_rows_inplace, RowStats};
 use crate::outputs::Stats;
 use crate::validate;
 
@@ -199,11 +199,43 @@ impl<F: Float> LayerNorm<F> {
     pub fn forward<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<Array<F, D>, Error> {
         self.check(x)?;
         let mut y = Array::zeros(x.raw_dim());
-        let mut rows = Array::from_elem(row_dim(x), ());
-        for_each_row_pair(x, &mut y, &mut rows, |x, y, _| {
-            self.normalize(x, y);
-        });
+        self.normalize(x, &mut y, &mut Array::from_elem(row_dim(x), ()), |_, _| {});
         Ok(y)
+    }
+
+    /// Normalizes every row of `x` into `out`, an existing array of the same shape in any
+    /// layout, so that a caller can reuse one output buffer across calls.
+    ///
+    /// The result is bitwise the same as [`forward`](Self::forward).
+    ///
+    /// ```
+    /// use ndarray::{array, Array2};
+    /// use ndarray_layernorm::LayerNorm;
+    /// # fn main() -> Result<(), ndarray_layernorm::Error> {
+    /// let ln = LayerNorm::<f32>::default();
+    /// let x = array![[1.0, 2.0, 3.0], [4.0, 0.0, -4.0]];
+    /// let mut out = Array2::zeros((2, 3));
+    /// ln.forward_into(&x, &mut out)?;
+    /// assert_eq!(out, ln.forward(&x)?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::ZeroDimensional`] if `x` has no axis.
+    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ShapeMismatch`] if `out` does not have the shape of `x`.
+    ///
+    /// On error `out` is left unchanged.
+    pub fn forward_into<D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        out: &mut ArrayRef<F, D>,
+    ) -> Result<(), Error> {
+        self.check(x)?;
+        validate::same_shape(x.shape(), out.shape())?;
+        self.normalize(x, out, &mut Array::from_elem(row_dim(x), ()), |_, _| {});
+        Ok(())
     }
 
     /// Normalizes every row of `x` in place.
@@ -229,12 +261,12 @@ impl<F: Float> LayerNorm<F> {
     ///
     /// On error `x` is left unchanged.
     pub fn forward_inplace<D: Dimension>(&self, x: &mut ArrayRef<F, D>) -> Result<(), Error> {
-        self.check(x)?;
+        let n = self.check(x)?;
+        let (gamma, beta) = self.params();
+        let eps = self.epsilon.wide();
         let mut rows = Array::from_elem(row_dim(x), ());
-        for_each_row_mut(x, &mut rows, |row, _| {
-            let stats = row_stats(row, self.epsilon.wide());
-            let (gamma, beta) = self.params();
-            normalize_row(row.iter_mut().map(|r| (*r, r)), &stats.plan, gamma, beta);
+        for_each_row_mut(x, &mut rows, |y, slots| {
+            normalize_rows_inplace(y, n, eps, gamma, beta, slots, |_, _| {})
         });
         Ok(())
     }
@@ -269,8 +301,7 @@ impl<F: Float> LayerNorm<F> {
         self.check(x)?;
         let mut y = Array::zeros(x.raw_dim());
         let mut rows = Array::from_elem(row_dim(x), (F::zero(), F::zero()));
-        for_each_row_pair(x, &mut y, &mut rows, |x, y, slot| {
-            let stats = self.normalize(x, y);
+        self.normalize(x, &mut y, &mut rows, |slot, stats| {
             *slot = (F::narrow(stats.mean), F::narrow(stats.rstd));
         });
         let stats = Stats {
@@ -281,10 +312,12 @@ impl<F: Float> LayerNorm<F> {
     }
 
     /// Checks an input against the layer: at least one axis, and parameters as long as the last.
-    pub(crate) fn check<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<(), Error> {
+    /// Returns the length of that last axis.
+    pub(crate) fn check<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<usize, Error> {
         let n = validate::last_axis_len(x)?;
         validate::param_len(Param::Gamma, self.gamma.as_ref(), n)?;
-        validate::param_len(Param::Beta, self.beta.as_ref(), n)
+        validate::param_len(Param::Beta, self.beta.as_ref(), n)?;
+        Ok(n)
     }
 
     /// Gamma and beta as slices (they are kept in standard layout).
@@ -295,17 +328,21 @@ impl<F: Float> LayerNorm<F> {
         (slice(&self.gamma), slice(&self.beta))
     }
 
-    /// Normalizes one row from `x` into `y` and returns its statistics.
-    fn normalize(&self, x: &[F], y: &mut [F]) -> RowStats {
-        let stats = row_stats(x, self.epsilon.wide());
+    /// Normalizes every row of `x` into `y` (same shape, checked), passing each row's
+    /// statistics and its element of `per_row` to `record`.
+    fn normalize<D: Dimension, T>(
+        &self,
+        x: &ArrayRef<F, D>,
+        y: &mut ArrayRef<F, D>,
+        per_row: &mut ArrayRef<T, D::Smaller>,
+        record: impl Fn(&mut T, &RowStats) + Copy,
+    ) {
+        let n = x.shape()[x.ndim() - 1];
         let (gamma, beta) = self.params();
-        normalize_row(
-            x.iter().copied().zip(y.iter_mut()),
-            &stats.plan,
-            gamma,
-            beta,
-        );
-        stats
+        let eps = self.epsilon.wide();
+        for_each_row_pair(x, y, per_row, |x, y, slots| {
+            normalize_rows(x, y, n, eps, gamma, beta, slots, record)
+        });
     }
 }
 

@@ -5,7 +5,7 @@ use ndarray::{Array, ArrayRef, Dimension};
 use crate::driver::for_each_row;
 use crate::error::Error;
 use crate::float::Float;
-use crate::kernels::row_stats;
+use crate::kernels::rows_moments;
 use crate::layer_norm::row_dim;
 use crate::outputs::Moments;
 use crate::validate;
@@ -38,11 +38,12 @@ use crate::validate;
 pub fn moments<F: Float, D: Dimension>(
     x: &ArrayRef<F, D>,
 ) -> Result<Moments<F, D::Smaller>, Error> {
-    validate::last_axis_len(x)?;
+    let n = validate::last_axis_len(x)?;
     let mut rows = Array::from_elem(row_dim(x), (F::zero(), F::zero()));
-    for_each_row(x, &mut rows, |row, slot| {
-        let stats = row_stats(row, 0.0);
-        *slot = (F::narrow(stats.mean), F::narrow(stats.var));
+    for_each_row(x, &mut rows, |x, slots| {
+        rows_moments(x, n, slots, |slot, stats| {
+            *slot = (F::narrow(stats.mean), F::narrow(stats.var));
+        })
     });
     Ok(Moments {
         mean: rows.map(|s| s.0),

@@ -1,6 +1,8 @@
 //! The backward pass of one row, and the per-column sums of the parameter gradients.
 
-use super::moments::Plan;
+use multiversion::multiversion;
+
+use super::moments::{row_stats, Plan};
 use super::sum::{accumulate, compensated_sum, compensated_sum_zip, div_by_len, two_sum};
 use crate::float::Float;
 
@@ -66,6 +68,15 @@ pub(crate) struct ParamSums<'a> {
     pub(crate) beta: Option<&'a mut ColumnSums>,
 }
 
+/// Where the backward pass of a row takes its statistics from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RowPlan {
+    /// Recompute them from the row, as the forward pass does, with this epsilon.
+    Recompute(f64),
+    /// Use statistics saved by a forward pass.
+    Saved(Plan),
+}
+
 /// The input gradient of one row, and its contributions to the parameter gradients.
 ///
 /// With `xhat_i = (x_i - mean) / s` (written by `plan` exactly as the forward pass writes it),
@@ -77,15 +88,20 @@ pub(crate) struct ParamSums<'a> {
 ///
 /// Both means are compensated sums divided once by `n`; `g` is a scratch buffer reused across
 /// rows.
+#[multiversion(targets = "simd")]
 pub(crate) fn backward_row<F: Float>(
     x: &[F],
     dy: &[F],
     dx: &mut [F],
-    plan: &Plan,
+    plan: RowPlan,
     gamma: Option<&[F]>,
     g: &mut Vec<f64>,
     sums: ParamSums<'_>,
 ) {
+    let plan = match plan {
+        RowPlan::Recompute(eps) => row_stats(x, eps).plan,
+        RowPlan::Saved(plan) => plan,
+    };
     let n = x.len();
     debug_assert_eq!(dy.len(), n);
     debug_assert_eq!(dx.len(), n);

@@ -123,6 +123,7 @@ impl RowStats {
 /// The mean and variance of a row and how to normalize it with epsilon `eps` (finite, `>= 0`).
 ///
 /// Returns all-NaN statistics for an empty row or a row with a NaN or infinite value.
+#[inline(always)]
 pub(crate) fn row_stats<F: Float>(x: &[F], eps: f64) -> RowStats {
     let n = x.len();
     if n == 0 {
@@ -183,7 +184,10 @@ fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
     };
     let scale = pow2(k);
     let unscale = pow2(-k);
-    let shift = mean * scale;
+    // The mean of the scaled row, rounded once at full precision: where the row is subnormal,
+    // `mean` itself carries the coarse rounding of the subnormal range.
+    let (hi, lo) = compensated_sum(x, |v| v * scale);
+    let shift = div_by_len(hi, lo, n);
     let (sq_hi, sq_lo) = compensated_sum(x, |v| {
         let d = v * scale - shift;
         d * d
