@@ -1,113 +1,287 @@
-//! Forward and backward benchmarks, each next to a memory-copy baseline of the same size in the same run.
+//! Forward and backward benchmarks, each group next to memory-copy baselines of the same array,
+//! measured in the same run.
 //!
-//! LayerNorm is memory-bound: its floor is one read of `x` and one write of `y`, the cost of a
-//! copy. Every group measures `copy_fresh` (a copy into a newly allocated array, like `forward`)
-//! and `copy_into` (a copy into an existing array), so each result reads as a ratio to the
-//! memory bus of this run. Throughput is the bytes read plus written.
+//! LayerNorm is memory-bound: its physical floor is one read of `x` and one write of `y`, the
+//! cost of copying the array. Run-to-run noise on a shared machine is large (~25%), so absolute
+//! timings mean little; what means something is the ratio of an operation to the baselines of
+//! its own group, measured minutes apart at most. Every group's `Throughput::Bytes` is the bytes
+//! read plus written (`2 * len * size_of::<F>()` for forward, `3 * len * size_of::<F>()` for
+//! backward), so criterion's throughput figures of an operation and of its baseline compare
+//! directly. (Criterion prints GiB/s, 2^30 bytes; the `bandwidth` example prints GB/s, 10^9 bytes;
+//! ratios are the same.)
+//!
+//! # Names
+//!
+//! `{kind}_{type}/{shape}/{variant}`, for example `forward_f32/4096x768/forward_into`:
+//!
+//! * `cargo bench -- f32/4096x768/` runs one shape (the trailing `/` keeps out `4096x768T`),
+//! * `cargo bench -- forward_f64/` one kind and type,
+//! * `cargo bench -- 'forward_into|copy_into'` one variant and its baseline everywhere.
+//!
+//! Shapes are `{rows}x{cols}`, rows normalized over the last axis; `4096x768T` is `x.t()` of a
+//! 768x4096 array, a 4096x768 logical array in column-major layout.
+//!
+//! # Variants
+//!
+//! Forward groups (`forward_f32`, `forward_f64`):
+//!
+//! * `copy_fresh` — `x.to_owned()`, a copy into a newly allocated array: the baseline of
+//!   `forward` and `forward_noaffine`, which allocate their output too. (For the transposed
+//!   input, `to_owned` keeps the column-major layout, so it is a plain memory copy: the true floor.)
+//! * `copy_into` — `out.assign(&x)` into an existing standard-layout array: the baseline of
+//!   `forward_into`, which writes into such an array.
+//! * `copy_into_colmajor` (transposed input only) — `assign` into an existing array with the
+//!   layout of `x`: the baseline of `forward_inplace`, which reads and writes `x` itself.
+//! * `forward` — gamma and beta set (seeded random values), fresh output.
+//! * `forward_noaffine` — no gamma, no beta, fresh output.
+//! * `forward_into` — gamma and beta, output into an existing standard-layout array.
+//! * `forward_inplace` — gamma and beta, output over the input.
+//!
+//! Backward groups (`backward_f32`, `backward_f64`) read `x` and `dy` and write `dx`; their
+//! baselines move the same three arrays:
+//!
+//! * `copy3_fresh` — `&x + &dy` into a fresh array (the add is free next to the traffic): the
+//!   baseline of `backward` and `backward_with_stats`, which allocate `dx`.
+//! * `copy3_into` — the same sum with `Zip` into an existing array.
+//! * `backward` — affine layer, statistics recomputed.
+//! * `backward_with_stats` — affine layer, statistics saved by `forward_with_stats`.
+//!
+//! Big shapes run 10 flat samples over a few seconds so that the whole suite stays well under
+//! 30 minutes on a 2-core machine. For a bus-bound table in one short run, see
+//! `cargo run --release --example bandwidth`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ndarray::{Array, Array1, Array2};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
+use ndarray::{Array, Array1, Array2, Zip};
 use ndarray_layernorm::{Float, LayerNorm};
-use ndarray_rand::rand_distr::StandardNormal;
+use ndarray_rand::rand_distr::{Distribution, StandardNormal};
 use ndarray_rand::RandomExt;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::hint::black_box;
+use std::time::Duration;
 
-const SHAPES: &[(usize, usize)] = &[(32, 768), (4096, 768), (65536, 64), (1_000_000, 5)];
-
-fn random<F: Float>(rows: usize, cols: usize) -> Array2<F>
-where
-    StandardNormal: ndarray_rand::rand_distr::Distribution<F>,
-{
-    let mut rng = StdRng::seed_from_u64(42);
-    Array::random_using((rows, cols), StandardNormal, &mut rng)
+/// A benchmarked input shape: `rows x cols`, normalized over `cols`.
+#[derive(Clone, Copy)]
+struct Shape {
+    rows: usize,
+    cols: usize,
+    /// The input is `x.t()` of a `cols x rows` array (column-major).
+    transposed: bool,
 }
 
-fn forward<F: Float>(c: &mut Criterion, type_name: &str)
+const fn shape(rows: usize, cols: usize) -> Shape {
+    Shape {
+        rows,
+        cols,
+        transposed: false,
+    }
+}
+
+const FORWARD_SHAPES: &[Shape] = &[
+    shape(32, 768),
+    shape(4096, 768),
+    shape(8192, 1024),
+    shape(2048, 4096),
+    shape(65536, 64),
+    shape(256, 65536),
+    shape(1_000_000, 5),
+    Shape {
+        rows: 4096,
+        cols: 768,
+        transposed: true,
+    },
+];
+
+const BACKWARD_SHAPES: &[Shape] = &[shape(32, 768), shape(4096, 768)];
+
+impl Shape {
+    fn name(self) -> String {
+        let t = if self.transposed { "T" } else { "" };
+        format!("{}x{}{t}", self.rows, self.cols)
+    }
+
+    fn len(self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Seeded standard-normal input of this shape and layout.
+    fn input<F: Float>(self, seed: u64) -> Array2<F>
+    where
+        StandardNormal: Distribution<F>,
+    {
+        if self.transposed {
+            // The owned equivalent of `base.t()`: same memory, axes swapped.
+            random((self.cols, self.rows), seed).reversed_axes()
+        } else {
+            random((self.rows, self.cols), seed)
+        }
+    }
+}
+
+fn random<F: Float>(dim: (usize, usize), seed: u64) -> Array2<F>
 where
-    StandardNormal: ndarray_rand::rand_distr::Distribution<F>,
+    StandardNormal: Distribution<F>,
 {
-    for &(rows, cols) in SHAPES {
-        let x = random::<F>(rows, cols);
-        let ln = LayerNorm::<F>::default()
-            .with_gamma(Array1::from_elem(cols, F::one()))
-            .and_then(|ln| ln.with_beta(Array1::from_elem(cols, F::zero())))
-            .expect("valid parameters");
-        let bytes = 2 * x.len() * std::mem::size_of::<F>();
-        let mut group = c.benchmark_group(format!("forward_{type_name}/{rows}x{cols}"));
+    let mut rng = StdRng::seed_from_u64(seed);
+    Array::random_using(dim, StandardNormal, &mut rng)
+}
+
+fn random_param<F: Float>(len: usize, seed: u64) -> Array1<F>
+where
+    StandardNormal: Distribution<F>,
+{
+    let mut rng = StdRng::seed_from_u64(seed);
+    Array::random_using(len, StandardNormal, &mut rng)
+}
+
+/// A layer with seeded random gamma and beta.
+fn affine<F: Float>(cols: usize) -> LayerNorm<F>
+where
+    StandardNormal: Distribution<F>,
+{
+    LayerNorm::<F>::default()
+        .with_gamma(random_param(cols, 2))
+        .and_then(|ln| ln.with_beta(random_param(cols, 3)))
+        .expect("valid parameters")
+}
+
+/// Modest sampling: big arrays get 10 flat samples over 3 s, small ones 50 samples over 2 s.
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>, len: usize) {
+    if len >= 1 << 20 {
+        group
+            .sample_size(10)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+    } else {
+        group
+            .sample_size(50)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+    }
+}
+
+fn forward<F: Float>(c: &mut Criterion, ty: &str)
+where
+    StandardNormal: Distribution<F>,
+{
+    for &s in FORWARD_SHAPES {
+        let x = s.input::<F>(1);
+        let ln = affine::<F>(s.cols);
+        let plain = LayerNorm::<F>::default();
+        let bytes = 2 * s.len() * std::mem::size_of::<F>();
+
+        let mut group = c.benchmark_group(format!("forward_{ty}/{}", s.name()));
+        configure(&mut group, s.len());
         group.throughput(Throughput::Bytes(bytes as u64));
-        group.bench_function(BenchmarkId::from_parameter("copy_fresh"), |b| {
-            b.iter(|| black_box(black_box(&x).to_owned()))
-        });
-        let mut out = Array2::<F>::zeros((rows, cols));
-        group.bench_function(BenchmarkId::from_parameter("copy_into"), |b| {
+
+        // Baselines.
+        group.bench_function("copy_fresh", |b| b.iter(|| black_box(&x).to_owned()));
+        let mut out = Array2::<F>::zeros((s.rows, s.cols));
+        group.bench_function("copy_into", |b| {
             b.iter(|| {
                 out.assign(black_box(&x));
-                black_box(&out);
+                black_box(&mut out);
             })
         });
-        group.bench_function(BenchmarkId::from_parameter("forward"), |b| {
-            b.iter(|| black_box(ln.forward(black_box(&x)).expect("valid input")))
+        if s.transposed {
+            let mut same = x.clone(); // `clone` keeps the column-major strides
+            group.bench_function("copy_into_colmajor", |b| {
+                b.iter(|| {
+                    same.assign(black_box(&x));
+                    black_box(&mut same);
+                })
+            });
+        }
+
+        // LayerNorm.
+        group.bench_function("forward", |b| {
+            b.iter(|| ln.forward(black_box(&x)).expect("valid input"))
         });
+        group.bench_function("forward_noaffine", |b| {
+            b.iter(|| plain.forward(black_box(&x)).expect("valid input"))
+        });
+        group.bench_function("forward_into", |b| {
+            b.iter(|| {
+                ln.forward_into(black_box(&x), &mut out)
+                    .expect("valid input");
+                black_box(&mut out);
+            })
+        });
+        // Normalizing already-normalized rows costs the same as normalizing fresh ones.
         let mut y = x.clone();
-        group.bench_function(BenchmarkId::from_parameter("forward_inplace"), |b| {
+        group.bench_function("forward_inplace", |b| {
             b.iter(|| {
                 ln.forward_inplace(black_box(&mut y)).expect("valid input");
-                black_box(&y);
             })
-        });
-        let xt = random::<F>(cols, rows);
-        group.bench_function(BenchmarkId::from_parameter("forward_transposed"), |b| {
-            b.iter(|| black_box(ln.forward(black_box(&xt.t())).expect("valid input")))
         });
         group.finish();
     }
 }
 
-/// Backward reads `x` and `dy` and writes `dx`: its baseline is the same three arrays' traffic,
-/// `x + dy` into a fresh array (the add is free next to the memory traffic).
-fn backward<F: Float>(c: &mut Criterion, type_name: &str)
+fn backward<F: Float>(c: &mut Criterion, ty: &str)
 where
-    StandardNormal: ndarray_rand::rand_distr::Distribution<F>,
+    StandardNormal: Distribution<F>,
 {
-    for &(rows, cols) in &[(32, 768), (4096, 768)] {
-        let x = random::<F>(rows, cols);
-        let dy = random::<F>(rows, cols).mapv(|v| v + F::one());
-        let ln = LayerNorm::<F>::affine(cols, F::from_f64(1e-5).expect("representable"))
-            .expect("valid parameters");
-        let bytes = 3 * x.len() * std::mem::size_of::<F>();
-        let mut group = c.benchmark_group(format!("backward_{type_name}/{rows}x{cols}"));
+    for &s in BACKWARD_SHAPES {
+        let x = s.input::<F>(1);
+        let dy = s.input::<F>(4);
+        let ln = affine::<F>(s.cols);
+        let (_, stats) = ln.forward_with_stats(&x).expect("valid input");
+        let bytes = 3 * s.len() * std::mem::size_of::<F>();
+
+        let mut group = c.benchmark_group(format!("backward_{ty}/{}", s.name()));
+        configure(&mut group, s.len());
         group.throughput(Throughput::Bytes(bytes as u64));
-        group.bench_function(BenchmarkId::from_parameter("copy3_fresh"), |b| {
-            b.iter(|| black_box(black_box(&x) + black_box(&dy)))
-        });
-        group.bench_function(BenchmarkId::from_parameter("backward"), |b| {
+
+        // Baselines: read two arrays, write a third.
+        group.bench_function("copy3_fresh", |b| b.iter(|| black_box(&x) + black_box(&dy)));
+        let mut out = Array2::<F>::zeros((s.rows, s.cols));
+        group.bench_function("copy3_into", |b| {
             b.iter(|| {
-                black_box(
-                    ln.backward(black_box(&x), black_box(&dy))
-                        .expect("valid input"),
-                )
+                Zip::from(&mut out)
+                    .and(black_box(&x))
+                    .and(black_box(&dy))
+                    .for_each(|o, &a, &d| *o = a + d);
+                black_box(&mut out);
             })
         });
-        let (_, stats) = ln.forward_with_stats(&x).expect("valid input");
-        group.bench_function(BenchmarkId::from_parameter("backward_with_stats"), |b| {
+
+        // LayerNorm.
+        group.bench_function("backward", |b| {
             b.iter(|| {
-                black_box(
-                    ln.backward_with_stats(black_box(&x), &stats, black_box(&dy))
-                        .expect("valid input"),
-                )
+                ln.backward(black_box(&x), black_box(&dy))
+                    .expect("valid input")
+            })
+        });
+        group.bench_function("backward_with_stats", |b| {
+            b.iter(|| {
+                ln.backward_with_stats(black_box(&x), &stats, black_box(&dy))
+                    .expect("valid input")
             })
         });
         group.finish();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// RmsNorm: NOT IMPLEMENTED YET in the crate. When it lands, add `fn rms_norm<F>(c, ty)` here,
+// mirroring `forward` above: the same FORWARD_SHAPES, the same `copy_fresh` / `copy_into`
+// baselines in every group, `Throughput::Bytes` = bytes read + written, and group names
+// `rms_norm_{ty}/{shape}` (variants `rms_norm`, `rms_norm_into`, `rms_norm_inplace`); then call
+// it from `benches` below, and add the matching rows to `examples/bandwidth.rs`.
+// ---------------------------------------------------------------------------------------------
 
 fn benches(c: &mut Criterion) {
     forward::<f32>(c, "f32");
     forward::<f64>(c, "f64");
     backward::<f32>(c, "f32");
     backward::<f64>(c, "f64");
+    // rms_norm::<f32>(c, "f32");  // RmsNorm: see the note above.
+    // rms_norm::<f64>(c, "f64");
 }
 
 criterion_group!(layer_norm, benches);

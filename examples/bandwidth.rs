@@ -1,0 +1,469 @@
+//! LayerNorm throughput as a fraction of memory-copy bandwidth, measured in one run.
+//!
+//! ```text
+//! cargo run --release --example bandwidth                 # full table, ~2-4 minutes
+//! cargo run --release --example bandwidth -- --quick      # fewer shapes and repetitions, < 1 minute
+//! cargo run --release --example bandwidth -- --threads 2  # accepted; ignored for now (see below)
+//! ```
+//!
+//! # What it measures
+//!
+//! LayerNorm is memory-bound: its physical floor is one read of `x` and one write of `y`, which
+//! is exactly what copying the array costs. So every operation is timed next to the copy that
+//! moves the same bytes into the same kind of destination, and the two are interleaved in the
+//! same run (round after round: baseline, operations, baseline, operations, ...), so that both
+//! see the same machine state. Each timing repeats a call enough times to last about 100 ms
+//! (50 ms with `--quick`; a single call that takes longer is timed alone), after one untimed warm-up call; the best of K timings (K = 7, or 3
+//! with `--quick`) is kept, for the operation and for its baseline alike.
+//!
+//! * `GB/s` is (bytes read + bytes written) / time per call, counting each array once:
+//!   `2 * len * size_of::<F>()` for forward, `3 * len * size_of::<F>()` for backward (`x` and
+//!   `dy` read, `dx` written; the gamma/beta gradients are negligible).
+//! * `copy GB/s` is the same byte count over the time of the matching baseline:
+//!   * `forward`, `forward_noaffine` (fresh output) — `x.to_owned()`, a copy into a newly
+//!     allocated array (so page faults and allocation are in both);
+//!   * `forward_into` — `out.assign(&x)` into an existing standard-layout array;
+//!   * `forward_inplace` — `assign` into an existing array with the layout of `x`;
+//!   * `backward`, `backward_with_stats` — `&x + &dy` into a fresh array (three arrays' traffic).
+//! * `ratio` = `GB/s / copy GB/s` = baseline time / operation time. 1.0 means the operation runs
+//!   at the speed of the memory copy, the floor for a memory-bound kernel; 0.5 means it takes
+//!   twice as long as the copy. Above 1.0 is possible (a baseline is a real copy with its own
+//!   overheads, and small shapes live in cache where the bus is not the limit).
+//!
+//! Absolute GB/s swing ~25% from run to run on a shared machine; only ratios from the same run
+//! mean something. For the transposed input (`4096x768T`, `x.t()` of a 768x4096 array) the
+//! fresh-copy baseline keeps the column-major layout (a plain memory copy, the true floor), while
+//! `forward` writes a standard-layout output.
+//!
+//! Fresh outputs of 32 MB or more are typically mapped fresh from the OS on every call (glibc's
+//! `malloc` never reuses such blocks), so their page faults are part of both `forward` and
+//! `x.to_owned()`: expect the fresh-copy GB/s to drop sharply above that size. Smaller shapes may
+//! sit in the last-level cache, in which case the "bus" of that row is the cache.
+//!
+//! `--threads N` is accepted and ignored: the crate is single-threaded until its `rayon`
+//! feature lands, and so are the baselines.
+//!
+//! `RmsNorm` does not exist yet: see the marked place below `backward_rows` for its rows.
+
+use ndarray::{Array, Array1, Array2};
+use ndarray_layernorm::{Float, LayerNorm};
+use ndarray_rand::rand_distr::{Distribution, StandardNormal};
+use ndarray_rand::RandomExt;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// A measured input shape: `rows x cols`, normalized over `cols`.
+#[derive(Clone, Copy)]
+struct Shape {
+    rows: usize,
+    cols: usize,
+    /// The input is `x.t()` of a `cols x rows` array (column-major).
+    transposed: bool,
+}
+
+const fn shape(rows: usize, cols: usize) -> Shape {
+    Shape {
+        rows,
+        cols,
+        transposed: false,
+    }
+}
+
+const TRANSPOSED: Shape = Shape {
+    rows: 4096,
+    cols: 768,
+    transposed: true,
+};
+
+/// The shapes of the criterion benchmark (`benches/layer_norm.rs`).
+const FULL_SHAPES: &[Shape] = &[
+    shape(32, 768),
+    shape(4096, 768),
+    shape(8192, 1024),
+    shape(2048, 4096),
+    shape(65536, 64),
+    shape(256, 65536),
+    shape(1_000_000, 5),
+    TRANSPOSED,
+];
+
+/// `--quick`: one of each kind (small, medium, long rows, short rows, transposed).
+const QUICK_SHAPES: &[Shape] = &[
+    shape(32, 768),
+    shape(4096, 768),
+    shape(65536, 64),
+    shape(256, 65536),
+    shape(1_000_000, 5),
+    TRANSPOSED,
+];
+
+const FULL_BACKWARD: &[Shape] = &[shape(32, 768), shape(4096, 768)];
+const QUICK_BACKWARD: &[Shape] = &[shape(4096, 768)];
+
+impl Shape {
+    fn name(self) -> String {
+        let t = if self.transposed { "T" } else { "" };
+        format!("{}x{}{t}", self.rows, self.cols)
+    }
+
+    fn len(self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Seeded standard-normal input of this shape and layout (the same data as the benchmark).
+    fn input<F: Float>(self, seed: u64) -> Array2<F>
+    where
+        StandardNormal: Distribution<F>,
+    {
+        if self.transposed {
+            // The owned equivalent of `base.t()`: same memory, axes swapped.
+            random((self.cols, self.rows), seed).reversed_axes()
+        } else {
+            random((self.rows, self.cols), seed)
+        }
+    }
+}
+
+fn random<F: Float>(dim: (usize, usize), seed: u64) -> Array2<F>
+where
+    StandardNormal: Distribution<F>,
+{
+    let mut rng = StdRng::seed_from_u64(seed);
+    Array::random_using(dim, StandardNormal, &mut rng)
+}
+
+fn random_param<F: Float>(len: usize, seed: u64) -> Array1<F>
+where
+    StandardNormal: Distribution<F>,
+{
+    let mut rng = StdRng::seed_from_u64(seed);
+    Array::random_using(len, StandardNormal, &mut rng)
+}
+
+/// A layer with seeded random gamma and beta.
+fn affine<F: Float>(cols: usize) -> LayerNorm<F>
+where
+    StandardNormal: Distribution<F>,
+{
+    LayerNorm::<F>::default()
+        .with_gamma(random_param(cols, 2))
+        .and_then(|ln| ln.with_beta(random_param(cols, 3)))
+        .expect("valid parameters")
+}
+
+/// How long and how often to time.
+#[derive(Clone, Copy)]
+struct Config {
+    /// Target duration of one timing (a batch of calls).
+    target: Duration,
+    /// Timings per case; the best is kept.
+    reps: usize,
+}
+
+/// One timed operation: a closure doing a single call.
+struct Case<'a> {
+    call: Box<dyn FnMut() + 'a>,
+    iters: u64,
+    /// Best seconds per call so far.
+    best: f64,
+}
+
+impl<'a> Case<'a> {
+    fn new(call: impl FnMut() + 'a) -> Self {
+        Case {
+            call: Box::new(call),
+            iters: 1,
+            best: f64::INFINITY,
+        }
+    }
+
+    /// Seconds for `n` calls.
+    fn run(&mut self, n: u64) -> f64 {
+        let start = Instant::now();
+        for _ in 0..n {
+            (self.call)();
+        }
+        start.elapsed().as_secs_f64()
+    }
+
+    /// One warm-up call, then the number of calls that lasts about `target`.
+    fn calibrate(&mut self, target: f64) {
+        (self.call)();
+        let mut n = 1u64;
+        loop {
+            let t = self.run(n);
+            if t >= target / 8.0 || n >= 1 << 40 {
+                self.iters = ((target / t.max(1e-9)) * n as f64).round().max(1.0) as u64;
+                return;
+            }
+            n *= 8;
+        }
+    }
+}
+
+/// Times all cases interleaved: calibrate each, then `reps` rounds of one timing per case.
+fn measure(cases: &mut [Case<'_>], cfg: Config) {
+    let target = cfg.target.as_secs_f64();
+    for case in cases.iter_mut() {
+        case.calibrate(target);
+    }
+    for _ in 0..cfg.reps {
+        for case in cases.iter_mut() {
+            let n = case.iters;
+            let per_call = case.run(n) / n as f64;
+            case.best = case.best.min(per_call);
+        }
+    }
+}
+
+/// One line of the table.
+struct Row {
+    op: &'static str,
+    ty: &'static str,
+    shape: String,
+    bytes: usize,
+    /// Seconds per call of the operation and of its baseline.
+    op_time: f64,
+    copy_time: f64,
+}
+
+impl Row {
+    fn print(&self) {
+        let gbs = self.bytes as f64 / self.op_time / 1e9;
+        let copy = self.bytes as f64 / self.copy_time / 1e9;
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.2} |",
+            self.op,
+            self.ty,
+            self.shape,
+            gbs,
+            copy,
+            gbs / copy
+        );
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Forward, forward_noaffine, forward_into and forward_inplace of one shape, with their
+/// baselines, interleaved.
+fn forward_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config) -> Vec<Row>
+where
+    StandardNormal: Distribution<F>,
+{
+    let x = s.input::<F>(1);
+    let ln = affine::<F>(s.cols);
+    let plain = LayerNorm::<F>::default();
+    let mut copy_out = Array2::<F>::zeros((s.rows, s.cols));
+    let mut ln_out = Array2::<F>::zeros((s.rows, s.cols));
+    // `clone` keeps the layout of `x`: the in-place buffer and its baseline's destination.
+    let mut y = x.clone();
+    let mut same_out = if s.transposed {
+        x.clone()
+    } else {
+        Array2::zeros((0, 0))
+    };
+    let x = &x;
+
+    // One round: the baselines, then the operations, then (transposed input only) the
+    // same-layout baseline of `forward_inplace`.
+    let mut cases = vec![
+        Case::new(|| drop(black_box(black_box(x).to_owned()))),
+        Case::new(|| {
+            copy_out.assign(black_box(x));
+            black_box(&mut copy_out);
+        }),
+        Case::new(|| drop(black_box(ln.forward(black_box(x)).expect("valid input")))),
+        Case::new(|| drop(black_box(plain.forward(black_box(x)).expect("valid input")))),
+        Case::new(|| {
+            ln.forward_into(black_box(x), &mut ln_out)
+                .expect("valid input");
+            black_box(&mut ln_out);
+        }),
+        // Normalizing already-normalized rows costs the same as normalizing fresh ones.
+        Case::new(|| {
+            ln.forward_inplace(black_box(&mut y)).expect("valid input");
+        }),
+    ];
+    if s.transposed {
+        // For a standard-layout `x` this is the same copy as `copy_into`: timed only here.
+        cases.push(Case::new(|| {
+            same_out.assign(black_box(x));
+            black_box(&mut same_out);
+        }));
+    }
+    measure(&mut cases, cfg);
+    let t: Vec<f64> = cases.iter().map(|c| c.best).collect();
+    let (fresh, into) = (t[0], t[1]);
+    let same = t.get(6).copied().unwrap_or(into);
+
+    let bytes = 2 * s.len() * std::mem::size_of::<F>();
+    let row = |op, op_time, copy_time| Row {
+        op,
+        ty,
+        shape: s.name(),
+        bytes,
+        op_time,
+        copy_time,
+    };
+    vec![
+        row("forward", t[2], fresh),
+        row("forward_noaffine", t[3], fresh),
+        row("forward_into", t[4], into),
+        row("forward_inplace", t[5], same),
+    ]
+}
+
+/// Backward (statistics recomputed, and saved) of one shape against the three-array baseline.
+fn backward_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config) -> Vec<Row>
+where
+    StandardNormal: Distribution<F>,
+{
+    let x = s.input::<F>(1);
+    let dy = s.input::<F>(4);
+    let ln = affine::<F>(s.cols);
+    let (_, stats) = ln.forward_with_stats(&x).expect("valid input");
+    let (x, dy, stats) = (&x, &dy, &stats);
+
+    let mut cases = vec![
+        Case::new(|| drop(black_box(black_box(x) + black_box(dy)))),
+        Case::new(|| drop(black_box(ln.backward(black_box(x), dy).expect("valid")))),
+        Case::new(|| {
+            let g = ln.backward_with_stats(black_box(x), stats, dy);
+            drop(black_box(g.expect("valid")));
+        }),
+    ];
+    measure(&mut cases, cfg);
+
+    let bytes = 3 * s.len() * std::mem::size_of::<F>();
+    let row = |op, op_time| Row {
+        op,
+        ty,
+        shape: s.name(),
+        bytes,
+        op_time,
+        copy_time: cases[0].best,
+    };
+    vec![
+        row("backward", cases[1].best),
+        row("backward_with_stats", cases[2].best),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// RmsNorm: NOT IMPLEMENTED YET in the crate. When it lands, add `rms_norm_rows<F>` here, shaped
+// like `forward_rows` (the same baselines: `to_owned` for the fresh output, `assign` for
+// `_into` / `_inplace`; bytes = 2 * len * size_of::<F>()), and call it from `main` next to
+// `forward_rows`.
+// ---------------------------------------------------------------------------------------------
+
+struct Args {
+    quick: bool,
+    threads: Option<usize>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        quick: false,
+        threads: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--threads" => {
+                let n = it.next().ok_or("--threads needs a number")?;
+                args.threads = Some(n.parse().map_err(|_| format!("bad thread count {n:?}"))?);
+            }
+            s if s.starts_with("--threads=") => {
+                let n = &s["--threads=".len()..];
+                args.threads = Some(n.parse().map_err(|_| format!("bad thread count {n:?}"))?);
+            }
+            "-h" | "--help" => {
+                println!(
+                    "usage: cargo run --release --example bandwidth [-- --threads N] [--quick]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("bandwidth: {e}");
+        std::process::exit(2);
+    });
+    let start = Instant::now();
+    let (cfg, shapes, backward_shapes) = if args.quick {
+        let cfg = Config {
+            target: Duration::from_millis(50),
+            reps: 3,
+        };
+        (cfg, QUICK_SHAPES, QUICK_BACKWARD)
+    } else {
+        let cfg = Config {
+            target: Duration::from_millis(100),
+            reps: 7,
+        };
+        (cfg, FULL_SHAPES, FULL_BACKWARD)
+    };
+
+    if let Some(n) = args.threads {
+        println!(
+            "Note: `--threads {n}` is ignored for now; the crate (and every baseline) runs on one \
+             thread until the `rayon` feature lands.\n"
+        );
+    }
+    println!(
+        "LayerNorm bandwidth{}: single thread, best of {} timings of ~{} ms each, \
+         operation and baseline interleaved in this run.\n",
+        if args.quick { " (--quick)" } else { "" },
+        cfg.reps,
+        cfg.target.as_millis()
+    );
+    println!("| op | type | shape | GB/s | copy GB/s | ratio |");
+    println!("|---|---|---|---:|---:|---:|");
+
+    let mut small_forward = None;
+    for &s in shapes {
+        for row in forward_rows::<f32>(s, "f32", cfg) {
+            row.print();
+            if row.op == "forward" && s.rows == 32 && s.cols == 768 && !s.transposed {
+                small_forward = Some((row.op_time, row.copy_time));
+            }
+        }
+        for row in forward_rows::<f64>(s, "f64", cfg) {
+            row.print();
+        }
+    }
+    for &s in backward_shapes {
+        for row in backward_rows::<f32>(s, "f32", cfg) {
+            row.print();
+        }
+        for row in backward_rows::<f64>(s, "f64", cfg) {
+            row.print();
+        }
+    }
+
+    println!();
+    println!(
+        "GB/s = (bytes read + written) / time per call. Baselines: `forward`, `forward_noaffine` \
+         vs `x.to_owned()`; `forward_into` vs `out.assign(&x)`; `forward_inplace` vs `assign` \
+         into an array of the layout of `x`; `backward*` vs `&x + &dy` (fresh). \
+         ratio = GB/s / copy GB/s (1.0 = copy speed). `4096x768T` = `x.t()` of a 768x4096 array."
+    );
+    if let Some((op, copy)) = small_forward {
+        println!();
+        println!(
+            "32x768 f32 forward: {:.2} µs per call (x.to_owned(): {:.2} µs).",
+            op * 1e6,
+            copy * 1e6
+        );
+    }
+    eprintln!("bandwidth: done in {:.0} s", start.elapsed().as_secs_f64());
+}
