@@ -7,8 +7,15 @@
 
 use crate::float::Float;
 
-/// Number of independent accumulators. Element `i` of a row always goes to lane `i % LANES`.
-const LANES: usize = 8;
+/// Number of independent accumulators for rows longer than [`SHORT`]: element `i` of a row
+/// goes to lane `i % LANES`. 64 lanes keep enough independent TwoSum chains in flight to hide
+/// the latency of the additions, and the per-lane loop is an element-wise loop that LLVM
+/// vectorizes for any instruction set without reordering anything.
+const LANES: usize = 64;
+/// The lanes are folded down to this many before the final sequential merge.
+const FOLD: usize = 8;
+/// Rows up to this long are summed sequentially, element by element.
+const SHORT: usize = 16;
 
 /// Knuth's TwoSum: `s + e == a + b` exactly, with `s = fl(a + b)`. Branch-free, 6 flops.
 #[inline(always)]
@@ -30,8 +37,11 @@ pub(crate) fn compensated_sum<F: Float>(x: &[F], f: impl Fn(f64) -> f64) -> (f64
 }
 
 /// The compensated sum of `f(a_i, b_i)` over two rows of the same length (see
-/// [`compensated_sum`]). Element `i` always goes to lane `i % LANES`, and the lanes are merged in
-/// a fixed order.
+/// [`compensated_sum`]).
+///
+/// The order of every operation depends on the row length alone: rows of at most [`SHORT`]
+/// elements are summed in order; longer rows go to [`LANES`] TwoSum lanes, which are folded
+/// pairwise into [`FOLD`] lanes and merged in order.
 #[inline(always)]
 pub(crate) fn compensated_sum_zip<A: Float, B: Float>(
     a: &[A],
@@ -39,26 +49,40 @@ pub(crate) fn compensated_sum_zip<A: Float, B: Float>(
     f: impl Fn(f64, f64) -> f64,
 ) -> (f64, f64) {
     debug_assert_eq!(a.len(), b.len());
+    if a.len() <= SHORT {
+        let (mut hi, mut lo) = (0.0, 0.0);
+        for (va, vb) in a.iter().zip(b) {
+            accumulate(&mut hi, &mut lo, f(va.wide(), vb.wide()));
+        }
+        return two_sum(hi, lo);
+    }
     let mut s = [0.0f64; LANES];
     let mut c = [0.0f64; LANES];
-    let mut a_chunks = a.chunks_exact(LANES);
-    let mut b_chunks = b.chunks_exact(LANES);
-    for (ca, cb) in (&mut a_chunks).zip(&mut b_chunks) {
+    let (a_chunks, a_tail) = a.as_chunks::<LANES>();
+    let (b_chunks, b_tail) = b.as_chunks::<LANES>();
+    for (ca, cb) in a_chunks.iter().zip(b_chunks) {
         for j in 0..LANES {
             let (t, e) = two_sum(s[j], f(ca[j].wide(), cb[j].wide()));
             s[j] = t;
             c[j] += e;
         }
     }
-    let tail = a_chunks.remainder().iter().zip(b_chunks.remainder());
-    for (j, (va, vb)) in tail.enumerate() {
+    for (j, (va, vb)) in a_tail.iter().zip(b_tail).enumerate() {
         let (t, e) = two_sum(s[j], f(va.wide(), vb.wide()));
         s[j] = t;
         c[j] += e;
     }
+    // Fold lane j + FOLD * k into lane j, k = 1, 2, ...: element-wise, so it vectorizes too.
+    for k in 1..LANES / FOLD {
+        for j in 0..FOLD {
+            let (t, e) = two_sum(s[j], s[k * FOLD + j]);
+            s[j] = t;
+            c[j] += e + c[k * FOLD + j];
+        }
+    }
     let mut hi = s[0];
     let mut lo = c[0];
-    for j in 1..LANES {
+    for j in 1..FOLD {
         let (t, e) = two_sum(hi, s[j]);
         hi = t;
         lo += e + c[j];
