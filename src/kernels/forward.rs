@@ -31,7 +31,7 @@ pub(crate) fn normalize_rows<F: Float, T>(
     }
     for ((x, y), slot) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(slots) {
         let stats = row_stats(x, eps);
-        write_row(x.iter().copied().zip(y), &stats.plan, gamma, beta);
+        write_row(Some(x), y, &stats.plan, gamma, beta);
         record(slot, &stats);
     }
 }
@@ -53,7 +53,7 @@ pub(crate) fn normalize_rows_inplace<F: Float, T>(
     }
     for (y, slot) in y.chunks_exact_mut(n).zip(slots) {
         let stats = row_stats(y, eps);
-        write_row(y.iter_mut().map(|r| (*r, r)), &stats.plan, gamma, beta);
+        write_row(None, y, &stats.plan, gamma, beta);
         record(slot, &stats);
     }
 }
@@ -75,31 +75,61 @@ pub(crate) fn rows_moments<F: Float, T>(
     }
 }
 
-/// Writes `y = plan(x) * gamma + beta` for every `(x, y)` pair of a row.
+/// Writes `y_i = plan(x_i) * gamma_i + beta_i` for every element of a row, reading `x_i` from
+/// `x`, or from `y` itself (in place) when `x` is `None`.
 ///
-/// The pairs come from two slices or from one slice read and written in place; both go through
-/// this one loop, so both give the same bits. All arithmetic is in `f64`, rounded to `F` once
-/// per element.
+/// All arithmetic is in `f64`, rounded to `F` once per element. The element formula is written
+/// once; the match only selects which slices the loop walks, so that each loop is a plain
+/// element-wise loop that vectorizes.
 #[inline(always)]
-fn write_row<'a, F: Float>(
-    pairs: impl ExactSizeIterator<Item = (F, &'a mut F)>,
+fn write_row<F: Float>(
+    x: Option<&[F]>,
+    y: &mut [F],
     plan: &Plan,
     gamma: Option<&[F]>,
     beta: Option<&[F]>,
 ) {
-    let n = pairs.len();
+    let n = y.len();
+    debug_assert!(x.is_none_or(|x| x.len() == n));
     debug_assert!(gamma.is_none_or(|g| g.len() == n));
     debug_assert!(beta.is_none_or(|b| b.len() == n));
-    match (gamma, beta) {
-        (None, None) => pairs.for_each(|(x, y)| *y = F::narrow(plan.apply(x.wide()))),
-        (Some(g), None) => pairs
+    let norm = |x: F| plan.apply(x.wide());
+    let scale = |x: F, g: &F| norm(x) * g.wide();
+    let shift = |v: f64, b: &F| F::narrow(v + b.wide());
+    match (x, gamma, beta) {
+        (Some(x), None, None) => y
+            .iter_mut()
+            .zip(x)
+            .for_each(|(y, &x)| *y = F::narrow(norm(x))),
+        (None, None, None) => y.iter_mut().for_each(|y| *y = F::narrow(norm(*y))),
+        (Some(x), Some(g), None) => y
+            .iter_mut()
+            .zip(x)
             .zip(g)
-            .for_each(|((x, y), g)| *y = F::narrow(plan.apply(x.wide()) * g.wide())),
-        (None, Some(b)) => pairs
+            .for_each(|((y, &x), g)| *y = F::narrow(scale(x, g))),
+        (None, Some(g), None) => y
+            .iter_mut()
+            .zip(g)
+            .for_each(|(y, g)| *y = F::narrow(scale(*y, g))),
+        (Some(x), None, Some(b)) => y
+            .iter_mut()
+            .zip(x)
             .zip(b)
-            .for_each(|((x, y), b)| *y = F::narrow(plan.apply(x.wide()) + b.wide())),
-        (Some(g), Some(b)) => pairs.zip(g).zip(b).for_each(|(((x, y), g), b)| {
-            *y = F::narrow(plan.apply(x.wide()) * g.wide() + b.wide())
-        }),
+            .for_each(|((y, &x), b)| *y = shift(norm(x), b)),
+        (None, None, Some(b)) => y
+            .iter_mut()
+            .zip(b)
+            .for_each(|(y, b)| *y = shift(norm(*y), b)),
+        (Some(x), Some(g), Some(b)) => y
+            .iter_mut()
+            .zip(x)
+            .zip(g)
+            .zip(b)
+            .for_each(|(((y, &x), g), b)| *y = shift(scale(x, g), b)),
+        (None, Some(g), Some(b)) => y
+            .iter_mut()
+            .zip(g)
+            .zip(b)
+            .for_each(|((y, g), b)| *y = shift(scale(*y, g), b)),
     }
 }
