@@ -40,10 +40,10 @@
 
 use ndarray::{Array, Array1, ArrayRef, Dimension};
 
-use crate::driver::for_each_row_triple;
+use crate::driver::fold_row_blocks;
 use crate::error::Error;
 use crate::float::Float;
-use crate::kernels::{backward_row, ColumnSums, ParamSums, Plan, RowPlan, ROW_BLOCK};
+use crate::kernels::{backward_row, ColumnSums, ParamSums, Plan, RowPlan};
 use crate::layer_norm::LayerNorm;
 use crate::outputs::{Gradients, Stats};
 use crate::validate;
@@ -166,48 +166,58 @@ impl<F: Float> LayerNorm<F> {
         validate::same_shape(x.shape(), dy.shape())
     }
 
-    /// Runs the row kernel over every row, with `plan(i)` giving the statistics of row
-    /// `i`, and reduces the parameter gradients in fixed row blocks.
+    /// Runs the row kernel over every row, with `plan(i)` giving the statistics of row `i`, and
+    /// reduces the parameter gradients: each block of rows sums into its own compensated
+    /// column sums, and the blocks are merged in block order.
     fn backward_rows<D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
         dy: &ArrayRef<F, D>,
-        plan: impl Fn(usize) -> RowPlan,
+        plan: impl Fn(usize) -> RowPlan + Sync,
     ) -> Gradients<F, D> {
         let n = x.shape()[x.ndim() - 1];
         let (gamma, beta) = self.params();
         let mut input = Array::zeros(x.raw_dim());
-        let mut g = Vec::with_capacity(n);
-        let sums = |present: bool| present.then(|| (ColumnSums::new(n), ColumnSums::new(n)));
-        let mut gamma_sums = sums(gamma.is_some());
-        let mut beta_sums = sums(beta.is_some());
-        for_each_row_triple(x, dy, &mut input, |i, x, dy, dx| {
-            if i > 0 && i % ROW_BLOCK == 0 {
-                drain(&mut gamma_sums);
-                drain(&mut beta_sums);
-            }
-            let sums = ParamSums {
-                gamma: gamma_sums.as_mut().map(|(block, _)| block),
-                beta: beta_sums.as_mut().map(|(block, _)| block),
-            };
-            backward_row(x, dy, dx, plan(i), gamma, &mut g, sums);
-        });
-        drain(&mut gamma_sums);
-        drain(&mut beta_sums);
-        let finish = |s: Option<(ColumnSums, ColumnSums)>| {
-            s.map(|(_, total)| Array1::from_vec(total.finish::<F>()))
-        };
+        let new_sums = |present: bool| present.then(|| ColumnSums::new(n));
+        let mut gamma_total = new_sums(gamma.is_some());
+        let mut beta_total = new_sums(beta.is_some());
+        fold_row_blocks(
+            x,
+            dy,
+            &mut input,
+            |first_row, x, dy, dx| {
+                let mut gamma_sums = new_sums(gamma.is_some());
+                let mut beta_sums = new_sums(beta.is_some());
+                let mut g = Vec::with_capacity(n);
+                if n > 0 {
+                    let rows = x.chunks_exact(n).zip(dy.chunks_exact(n));
+                    for (r, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(n)).enumerate() {
+                        let sums = ParamSums {
+                            gamma: gamma_sums.as_mut(),
+                            beta: beta_sums.as_mut(),
+                        };
+                        backward_row(x, dy, dx, plan(first_row + r), gamma, &mut g, sums);
+                    }
+                }
+                (gamma_sums, beta_sums)
+            },
+            |(gamma_part, beta_part)| {
+                merge(&mut gamma_total, gamma_part);
+                merge(&mut beta_total, beta_part);
+            },
+        );
+        let finish = |s: Option<ColumnSums>| s.map(|s| Array1::from_vec(s.finish::<F>()));
         Gradients {
             input,
-            gamma: finish(gamma_sums),
-            beta: finish(beta_sums),
+            gamma: finish(gamma_total),
+            beta: finish(beta_total),
         }
     }
 }
 
 /// Merges a block's sums into the total, in block order.
-fn drain(sums: &mut Option<(ColumnSums, ColumnSums)>) {
-    if let Some((block, total)) = sums {
-        block.drain_into(total);
+fn merge(total: &mut Option<ColumnSums>, part: Option<ColumnSums>) {
+    if let (Some(total), Some(part)) = (total, part) {
+        total.merge(&part);
     }
 }

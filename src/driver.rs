@@ -1,162 +1,289 @@
 //! Walks the rows (lanes of the last axis) of an array of any dimension and layout.
 //!
-//! Kernels see plain slices of whole rows. When every array involved is in standard layout,
-//! all rows are handed over at once as one slice; otherwise each row is handed over on its own,
-//! as it is where it is contiguous in memory, or else copied in logical order into a scratch
-//! buffer that is reused for every row (and copied back when it is written). Every path runs the
-//! same kernel on the same values in the same order, so the results are bitwise identical.
+//! Every array is first seen as a 2-D view of `rows x n` (the leading axes merged, which costs
+//! nothing for every layout whose leading axes can be merged: standard, transposed 2-D,
+//! stepped, reversed; others are copied once into standard layout). Rows are then handed to the
+//! kernels in blocks of [`ROW_BLOCK`] consecutive rows, as one contiguous slice: the block
+//! itself where it is contiguous in memory, or else a copy gathered in logical order into a
+//! scratch buffer that is reused from block to block (and copied back when it is written).
+//! Every path runs the same kernel on the same values in the same order, so the results are
+//! bitwise identical for every layout, and, because the blocks are fixed, for every number of
+//! threads (see [`crate::parallel`]).
 
-use ndarray::{ArrayRef, ArrayView1, Axis, Dimension, Zip};
+use ndarray::{ArrayRef, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Dimension, Ix2};
 use num_traits::Zero;
 
-/// The last axis of an array with at least one dimension.
-#[inline]
-fn last_axis<D: Dimension>(x: &ArrayRef<impl Sized, D>) -> Axis {
-    debug_assert!(x.ndim() > 0);
-    Axis(x.ndim() - 1)
+use crate::parallel;
+
+/// Rows per block: the unit of work for a thread, and the unit of the fixed-order reduction of
+/// the parameter gradients.
+pub(crate) const ROW_BLOCK: usize = 64;
+
+/// Scratch buffers of one thread, reused from block to block.
+pub(crate) struct Scratch<F> {
+    a: Vec<F>,
+    b: Vec<F>,
+    out: Vec<F>,
 }
 
-/// Calls `f(rows, slots)` on the rows of `x`, with the matching elements of `per_row` (whose
-/// shape is the shape of `x` without its last axis).
-pub(crate) fn for_each_row<F, T, D>(
-    x: &ArrayRef<F, D>,
-    per_row: &mut ArrayRef<T, D::Smaller>,
-    mut f: impl FnMut(&[F], &mut [T]),
-) where
-    F: Copy,
-    D: Dimension,
-{
-    if let (Some(xs), Some(slots)) = (x.as_slice(), per_row.as_slice_mut()) {
-        return f(xs, slots);
-    }
-    let mut scratch = Vec::new();
-    Zip::from(x.lanes(last_axis(x)))
-        .and(per_row)
-        .for_each(|row, slot| f(slice_or_copy(row, &mut scratch), std::slice::from_mut(slot)));
-}
-
-/// Calls `f(x_rows, y_rows, slots)` on the rows of `x`, the matching rows of `y` (same shape)
-/// and the matching elements of `per_row`.
-pub(crate) fn for_each_row_pair<F, T, D>(
-    x: &ArrayRef<F, D>,
-    y: &mut ArrayRef<F, D>,
-    per_row: &mut ArrayRef<T, D::Smaller>,
-    mut f: impl FnMut(&[F], &mut [F], &mut [T]),
-) where
-    F: Copy + Zero,
-    D: Dimension,
-{
-    debug_assert_eq!(x.shape(), y.shape());
-    if let (Some(xs), Some(ys), Some(slots)) =
-        (x.as_slice(), y.as_slice_mut(), per_row.as_slice_mut())
-    {
-        return f(xs, ys, slots);
-    }
-    let axis = last_axis(x);
-    let mut x_scratch = Vec::new();
-    let mut y_scratch = vec![F::zero(); x.len_of(axis)];
-    Zip::from(x.lanes(axis))
-        .and(y.lanes_mut(axis))
-        .and(per_row)
-        .for_each(|xr, mut yr, slot| {
-            let xr = slice_or_copy(xr, &mut x_scratch);
-            let slot = std::slice::from_mut(slot);
-            match yr.as_slice_mut() {
-                Some(yr) => f(xr, yr, slot),
-                None => {
-                    f(xr, &mut y_scratch, slot);
-                    copy_back(&y_scratch, yr);
-                }
-            }
-        });
-}
-
-/// Calls `f(rows, slots)` on the rows of `y`, which `f` may overwrite, and the matching elements
-/// of `per_row`.
-pub(crate) fn for_each_row_mut<F, T, D>(
-    y: &mut ArrayRef<F, D>,
-    per_row: &mut ArrayRef<T, D::Smaller>,
-    mut f: impl FnMut(&mut [F], &mut [T]),
-) where
-    F: Copy,
-    D: Dimension,
-{
-    let axis = last_axis(y);
-    if let (Some(ys), Some(slots)) = (y.as_slice_mut(), per_row.as_slice_mut()) {
-        return f(ys, slots);
-    }
-    let mut scratch = Vec::new();
-    Zip::from(y.lanes_mut(axis))
-        .and(per_row)
-        .for_each(|mut row, slot| {
-            let slot = std::slice::from_mut(slot);
-            match row.as_slice_mut() {
-                Some(row) => f(row, slot),
-                None => {
-                    scratch.clear();
-                    scratch.extend(row.iter().copied());
-                    f(&mut scratch, slot);
-                    copy_back(&scratch, row);
-                }
-            }
-        });
-}
-
-/// Calls `f(i, x_row, dy_row, dx_row)` for every row `i` of `x` and the matching rows of `dy`
-/// and `dx` (all three of the same shape), in logical row-major order of the leading axes,
-/// whatever the memory layout: reductions over rows then run in a fixed order.
-pub(crate) fn for_each_row_triple<F, D>(
-    x: &ArrayRef<F, D>,
-    dy: &ArrayRef<F, D>,
-    dx: &mut ArrayRef<F, D>,
-    mut f: impl FnMut(usize, &[F], &[F], &mut [F]),
-) where
-    F: Copy + Zero,
-    D: Dimension,
-{
-    debug_assert_eq!(x.shape(), dy.shape());
-    debug_assert_eq!(x.shape(), dx.shape());
-    let axis = last_axis(x);
-    let n = x.len_of(axis);
-    if let (Some(xs), Some(dys), Some(dxs)) = (x.as_slice(), dy.as_slice(), dx.as_slice_mut()) {
-        if n > 0 {
-            let rows = xs.chunks_exact(n).zip(dys.chunks_exact(n));
-            for (i, ((xr, dyr), dxr)) in rows.zip(dxs.chunks_exact_mut(n)).enumerate() {
-                f(i, xr, dyr, dxr);
-            }
-            return;
-        }
-    }
-    let mut x_scratch = Vec::new();
-    let mut dy_scratch = Vec::new();
-    let mut dx_scratch = vec![F::zero(); n];
-    let rows = x.lanes(axis).into_iter().zip(dy.lanes(axis));
-    for (i, ((xr, dyr), mut dxr)) in rows.zip(dx.lanes_mut(axis)).enumerate() {
-        let xr = slice_or_copy(xr, &mut x_scratch);
-        let dyr = slice_or_copy(dyr, &mut dy_scratch);
-        match dxr.as_slice_mut() {
-            Some(dxr) => f(i, xr, dyr, dxr),
-            None => {
-                f(i, xr, dyr, &mut dx_scratch);
-                copy_back(&dx_scratch, dxr);
-            }
+impl<F> Default for Scratch<F> {
+    fn default() -> Self {
+        Scratch {
+            a: Vec::new(),
+            b: Vec::new(),
+            out: Vec::new(),
         }
     }
 }
 
-/// The row as a slice: itself where it is contiguous, else a copy in `scratch`.
-fn slice_or_copy<'a, F: Copy>(row: ArrayView1<'a, F>, scratch: &'a mut Vec<F>) -> &'a [F] {
-    match row.to_slice() {
+/// `x` as a `rows x n` view if its leading axes can be merged without a copy.
+fn rows_view<F, D: Dimension>(x: &ArrayRef<F, D>) -> Option<ArrayView2<'_, F>> {
+    if x.is_empty() {
+        return ArrayView2::from_shape(rows_by_len(x.shape()), &[]).ok();
+    }
+    let mut v = x.view().into_dyn();
+    let nd = v.ndim();
+    debug_assert!(nd > 0);
+    if nd == 1 {
+        v.insert_axis_inplace(Axis(0));
+    }
+    for k in 0..nd.saturating_sub(2) {
+        if !v.merge_axes(Axis(k), Axis(k + 1)) && v.len_of(Axis(k)) > 1 {
+            return None;
+        }
+    }
+    while v.ndim() > 2 {
+        v.index_axis_inplace(Axis(0), 0);
+    }
+    v.into_dimensionality::<Ix2>().ok()
+}
+
+/// The mutable counterpart of [`rows_view`].
+fn rows_view_mut<F, D: Dimension>(x: &mut ArrayRef<F, D>) -> Option<ArrayViewMut2<'_, F>> {
+    if x.is_empty() {
+        return ArrayViewMut2::from_shape(rows_by_len(x.shape()), &mut []).ok();
+    }
+    let mut v = x.view_mut().into_dyn();
+    let nd = v.ndim();
+    debug_assert!(nd > 0);
+    if nd == 1 {
+        v.insert_axis_inplace(Axis(0));
+    }
+    for k in 0..nd.saturating_sub(2) {
+        if !v.merge_axes(Axis(k), Axis(k + 1)) && v.len_of(Axis(k)) > 1 {
+            return None;
+        }
+    }
+    while v.ndim() > 2 {
+        v.index_axis_inplace(Axis(0), 0);
+    }
+    v.into_dimensionality::<Ix2>().ok()
+}
+
+/// `(rows, n)` for an array of the given shape (at least one axis).
+fn rows_by_len(shape: &[usize]) -> (usize, usize) {
+    match shape.split_last() {
+        Some((&n, leading)) => (leading.iter().product(), n),
+        None => (1, 1),
+    }
+}
+
+/// The per-row array as a 1-D view (it is always created in standard layout).
+fn slots_view<T, E: Dimension>(per_row: &mut ArrayRef<T, E>) -> ArrayViewMut1<'_, T> {
+    let len = per_row.len();
+    per_row
+        .view_mut()
+        .into_shape_with_order(len)
+        .expect("per-row arrays are created in standard layout")
+}
+
+/// A block as a contiguous slice: itself where possible, else gathered into `scratch`.
+fn block_slice<'a, F: Copy>(block: ArrayView2<'a, F>, scratch: &'a mut Vec<F>) -> &'a [F] {
+    match block.to_slice() {
         Some(s) => s,
         None => {
             scratch.clear();
-            scratch.extend(row.iter().copied());
+            scratch.extend(block.iter().copied());
             scratch
         }
     }
 }
 
-/// Copies a computed row back into its (non-contiguous) place.
-fn copy_back<F: Copy>(src: &[F], mut dst: ndarray::ArrayViewMut1<'_, F>) {
-    dst.iter_mut().zip(src).for_each(|(d, &s)| *d = s);
+/// Runs `f` on `block` as a contiguous mutable slice, copying through `scratch` if needed.
+fn with_block_mut<F: Copy + Zero>(
+    mut block: ArrayViewMut2<'_, F>,
+    scratch: &mut Vec<F>,
+    f: impl FnOnce(&mut [F]),
+) {
+    if let Some(s) = block.as_slice_mut() {
+        return f(s);
+    }
+    scratch.clear();
+    scratch.extend(block.iter().copied());
+    f(scratch);
+    block
+        .iter_mut()
+        .zip(scratch.iter())
+        .for_each(|(d, &s)| *d = s);
 }
+
+/// Calls `f(rows, slots)` on blocks of rows of `x`, with the matching elements of `per_row`
+/// (whose shape is the shape of `x` without its last axis).
+pub(crate) fn for_each_row<F, T, D>(
+    x: &ArrayRef<F, D>,
+    per_row: &mut ArrayRef<T, D::Smaller>,
+    f: impl Fn(&[F], &mut [T]) + Sync,
+) where
+    F: Copy + Zero + Send + Sync,
+    T: Send,
+    D: Dimension,
+{
+    let owned;
+    let x2 = match rows_view(x) {
+        Some(v) => v,
+        None => {
+            owned = x.as_standard_layout().into_owned();
+            rows_view(&owned).expect("a standard-layout array merges")
+        }
+    };
+    let mut slots = slots_view(per_row);
+    parallel::for_each_block(
+        x2.len(),
+        x2.axis_chunks_iter(Axis(0), ROW_BLOCK)
+            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        |scratch: &mut Scratch<F>, (xb, mut sb): (ArrayView2<F>, ArrayViewMut1<T>)| {
+            let slots = sb.as_slice_mut().expect("standard layout");
+            f(block_slice(xb, &mut scratch.a), slots)
+        },
+    );
+}
+
+/// Calls `f(x_rows, y_rows, slots)` on blocks of rows of `x`, the matching rows of `y` (same
+/// shape) and the matching elements of `per_row`.
+pub(crate) fn for_each_row_pair<F, T, D>(
+    x: &ArrayRef<F, D>,
+    y: &mut ArrayRef<F, D>,
+    per_row: &mut ArrayRef<T, D::Smaller>,
+    f: impl Fn(&[F], &mut [F], &mut [T]) + Sync,
+) where
+    F: Copy + Zero + Send + Sync,
+    T: Send,
+    D: Dimension,
+{
+    debug_assert_eq!(x.shape(), y.shape());
+    if rows_view_mut(y).is_none() {
+        // An output whose leading axes cannot be merged: compute into standard layout first.
+        let mut tmp = y.as_standard_layout().into_owned();
+        for_each_row_pair(x, &mut tmp, per_row, f);
+        return y.assign(&tmp);
+    }
+    let owned;
+    let x2 = match rows_view(x) {
+        Some(v) => v,
+        None => {
+            owned = x.as_standard_layout().into_owned();
+            rows_view(&owned).expect("a standard-layout array merges")
+        }
+    };
+    let mut y2 = rows_view_mut(y).expect("checked above");
+    let mut slots = slots_view(per_row);
+    parallel::for_each_block(
+        x2.len(),
+        x2.axis_chunks_iter(Axis(0), ROW_BLOCK)
+            .zip(y2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
+            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        |scratch: &mut Scratch<F>, ((xb, yb), mut sb): BlockPair<'_, F, T>| {
+            let slots = sb.as_slice_mut().expect("standard layout");
+            let xs = block_slice(xb, &mut scratch.a);
+            with_block_mut(yb, &mut scratch.out, |ys| f(xs, ys, slots));
+        },
+    );
+}
+
+type BlockPair<'a, F, T> = (
+    (ArrayView2<'a, F>, ArrayViewMut2<'a, F>),
+    ArrayViewMut1<'a, T>,
+);
+
+/// Calls `f(rows, slots)` on blocks of rows of `y`, which `f` may overwrite, and the matching
+/// elements of `per_row`.
+pub(crate) fn for_each_row_mut<F, T, D>(
+    y: &mut ArrayRef<F, D>,
+    per_row: &mut ArrayRef<T, D::Smaller>,
+    f: impl Fn(&mut [F], &mut [T]) + Sync,
+) where
+    F: Copy + Zero + Send + Sync,
+    T: Send,
+    D: Dimension,
+{
+    if rows_view_mut(y).is_none() {
+        let mut tmp = y.as_standard_layout().into_owned();
+        for_each_row_mut(&mut tmp, per_row, f);
+        return y.assign(&tmp);
+    }
+    let mut y2 = rows_view_mut(y).expect("checked above");
+    let mut slots = slots_view(per_row);
+    parallel::for_each_block(
+        y2.len(),
+        y2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
+            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        |scratch: &mut Scratch<F>, (yb, mut sb): (ArrayViewMut2<F>, ArrayViewMut1<T>)| {
+            let slots = sb.as_slice_mut().expect("standard layout");
+            with_block_mut(yb, &mut scratch.out, |ys| f(ys, slots));
+        },
+    );
+}
+
+/// Calls `f(first_row, x_rows, dy_rows, dx_rows)` on blocks of [`ROW_BLOCK`] rows of `x` and
+/// the matching rows of `dy` and `dx` (all three of the same shape), and returns the results
+/// in block order, whatever the layout or the number of threads. `dx` must be in standard
+/// layout. `reduce` receives the results in block order.
+pub(crate) fn fold_row_blocks<F, R, D>(
+    x: &ArrayRef<F, D>,
+    dy: &ArrayRef<F, D>,
+    dx: &mut ArrayRef<F, D>,
+    f: impl Fn(usize, &[F], &[F], &mut [F]) -> R + Sync,
+    reduce: impl FnMut(R),
+) where
+    F: Copy + Zero + Send + Sync,
+    R: Send,
+    D: Dimension,
+{
+    let (owned_x, owned_dy);
+    let x2 = match rows_view(x) {
+        Some(v) => v,
+        None => {
+            owned_x = x.as_standard_layout().into_owned();
+            rows_view(&owned_x).expect("a standard-layout array merges")
+        }
+    };
+    let dy2 = match rows_view(dy) {
+        Some(v) => v,
+        None => {
+            owned_dy = dy.as_standard_layout().into_owned();
+            rows_view(&owned_dy).expect("a standard-layout array merges")
+        }
+    };
+    let mut dx2 = rows_view_mut(dx).expect("dx is created in standard layout");
+    parallel::map_blocks_in_order(
+        x2.len(),
+        x2.axis_chunks_iter(Axis(0), ROW_BLOCK)
+            .zip(dy2.axis_chunks_iter(Axis(0), ROW_BLOCK))
+            .zip(dx2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
+            .enumerate(),
+        |scratch: &mut Scratch<F>, (b, ((xb, dyb), mut dxb)): BlockTriple<'_, F>| {
+            let xs = block_slice(xb, &mut scratch.a);
+            let dys = block_slice(dyb, &mut scratch.b);
+            let dxs = dxb
+                .as_slice_mut()
+                .expect("dx is created in standard layout");
+            f(b * ROW_BLOCK, xs, dys, dxs)
+        },
+        reduce,
+    );
+}
+
+type BlockTriple<'a, F> = (
+    usize,
+    ((ArrayView2<'a, F>, ArrayView2<'a, F>), ArrayViewMut2<'a, F>),
+);

@@ -330,12 +330,12 @@ impl<F: Float> LayerNorm<F> {
 
     /// Normalizes every row of `x` into `y` (same shape, checked), passing each row's
     /// statistics and its element of `per_row` to `record`.
-    fn normalize<D: Dimension, T>(
+    fn normalize<D: Dimension, T: Send>(
         &self,
         x: &ArrayRef<F, D>,
         y: &mut ArrayRef<F, D>,
         per_row: &mut ArrayRef<T, D::Smaller>,
-        record: impl Fn(&mut T, &RowStats) + Copy,
+        record: impl Fn(&mut T, &RowStats) + Copy + Sync,
     ) {
         let n = x.shape()[x.ndim() - 1];
         let (gamma, beta) = self.params();

@@ -63,6 +63,7 @@ mod kernels;
 mod layer_norm;
 mod moments;
 mod outputs;
+mod parallel;
 mod validate;
 
 pub use error::{Error, Param};
@@ -70,6 +71,7 @@ pub use float::Float;
 pub use layer_norm::LayerNorm;
 pub use moments::moments;
 pub use outputs::{Gradients, Moments, Stats};
+pub use parallel::PARALLEL_MIN_ELEMENTS;
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

@@ -6,11 +6,6 @@ use super::moments::{row_stats, Plan};
 use super::sum::{accumulate, compensated_sum, compensated_sum_zip, div_by_len, two_sum};
 use crate::float::Float;
 
-/// Rows whose parameter-gradient contributions are summed together before they are merged into
-/// the total. The merge order is the block order, so the bits of `dgamma` and `dbeta` depend on
-/// neither the layout of the input nor the number of threads.
-pub(crate) const ROW_BLOCK: usize = 64;
-
 /// Compensated per-column sums over rows (one `hi + lo` pair per column).
 #[derive(Debug, Clone)]
 pub(crate) struct ColumnSums {
@@ -37,16 +32,14 @@ impl ColumnSums {
         }
     }
 
-    /// Adds these sums into `total` and resets them to zero.
-    pub(crate) fn drain_into(&mut self, total: &mut ColumnSums) {
-        debug_assert_eq!(self.hi.len(), total.hi.len());
-        let parts = self.hi.iter_mut().zip(&mut self.lo);
-        for ((hi, lo), (t_hi, t_lo)) in parts.zip(total.hi.iter_mut().zip(&mut total.lo)) {
+    /// Adds the sums `part` (of a later block of rows) into these.
+    pub(crate) fn merge(&mut self, part: &ColumnSums) {
+        debug_assert_eq!(self.hi.len(), part.hi.len());
+        let parts = part.hi.iter().zip(&part.lo);
+        for ((t_hi, t_lo), (hi, lo)) in self.hi.iter_mut().zip(&mut self.lo).zip(parts) {
             let (s, e) = two_sum(*t_hi, *hi);
             *t_hi = s;
             *t_lo += e + *lo;
-            *hi = 0.0;
-            *lo = 0.0;
         }
     }
 

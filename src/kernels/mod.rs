@@ -5,6 +5,6 @@ mod forward;
 mod moments;
 mod sum;
 
-pub(crate) use backward::{backward_row, ColumnSums, ParamSums, RowPlan, ROW_BLOCK};
+pub(crate) use backward::{backward_row, ColumnSums, ParamSums, RowPlan};
 pub(crate) use forward::{normalize_rows, normalize_rows_inplace, rows_moments};
 pub(crate) use moments::{Plan, RowStats};

@@ -1,0 +1,117 @@
+//! With the `rayon` feature, results are bitwise identical for every number of threads,
+//! including the parameter gradients of the backward pass (fixed row blocks, reduced in order).
+#![cfg(feature = "rayon")]
+
+use ndarray::{s, Array, Array1, Array2, Array3, ArrayD, IxDyn};
+use ndarray_layernorm::{Float, LayerNorm, PARALLEL_MIN_ELEMENTS};
+use ndarray_rand::rand_distr::StandardNormal;
+use ndarray_rand::RandomExt;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+}
+
+fn bits<F: Float>(a: impl IntoIterator<Item = F>) -> Vec<u64> {
+    a.into_iter()
+        .map(|v| v.to_f64().unwrap().to_bits())
+        .collect()
+}
+
+/// Everything a layer computes on `x` and `dy`, as bits.
+fn everything<F: Float>(ln: &LayerNorm<F>, x: &Array3<F>, dy: &Array3<F>) -> Vec<Vec<u64>> {
+    let y = ln.forward(x).unwrap();
+    let (_, stats) = ln.forward_with_stats(x).unwrap();
+    let mut inplace = x.clone();
+    ln.forward_inplace(&mut inplace).unwrap();
+    let mut into = Array3::zeros(x.raw_dim());
+    ln.forward_into(
+        &x.view()
+            .permuted_axes([1, 0, 2])
+            .to_owned()
+            .permuted_axes([1, 0, 2]),
+        &mut into,
+    )
+    .unwrap();
+    let transposed = ln
+        .forward(
+            &x.view()
+                .reversed_axes()
+                .as_standard_layout()
+                .reversed_axes(),
+        )
+        .unwrap();
+    let grads = ln.backward(x, dy).unwrap();
+    let saved = ln.backward_with_stats(x, &stats, dy).unwrap();
+    vec![
+        bits(y),
+        bits(stats.mean),
+        bits(stats.rstd),
+        bits(inplace),
+        bits(into),
+        bits(transposed),
+        bits(grads.input),
+        bits(grads.gamma.unwrap()),
+        bits(grads.beta.unwrap()),
+        bits(saved.input),
+        bits(saved.gamma.unwrap()),
+    ]
+}
+
+fn check<F: Float>(seed: u64)
+where
+    StandardNormal: ndarray_rand::rand_distr::Distribution<F>,
+{
+    let mut rng = StdRng::seed_from_u64(seed);
+    // 2 * 700 * 97 elements: above the cut-off, 22 blocks of rows, a ragged last block.
+    let x: Array3<F> = Array::random_using((2, 700, 97), StandardNormal, &mut rng);
+    assert!(x.len() >= PARALLEL_MIN_ELEMENTS);
+    let dy: Array3<F> = Array::random_using((2, 700, 97), StandardNormal, &mut rng);
+    let gamma = Array1::random_using(97, StandardNormal, &mut rng);
+    let beta = Array1::random_using(97, StandardNormal, &mut rng);
+    let ln = LayerNorm::<F>::default()
+        .with_gamma(gamma)
+        .unwrap()
+        .with_beta(beta)
+        .unwrap();
+    let one = pool(1).install(|| everything(&ln, &x, &dy));
+    for threads in [2, 3, 4] {
+        let many = pool(threads).install(|| everything(&ln, &x, &dy));
+        assert!(one == many, "{threads} threads differ from one");
+    }
+}
+
+#[test]
+fn f32_results_do_not_depend_on_the_number_of_threads() {
+    check::<f32>(1);
+}
+
+#[test]
+fn f64_results_do_not_depend_on_the_number_of_threads() {
+    check::<f64>(2);
+}
+
+#[test]
+fn small_inputs_below_the_cutoff_match_large_ones_row_for_row() {
+    // The first rows of a large (parallel) input equal the same rows normalized alone (serial).
+    let mut rng = StdRng::seed_from_u64(3);
+    let x: Array2<f64> = Array::random_using((2000, 64), StandardNormal, &mut rng);
+    let ln = LayerNorm::<f64>::default();
+    let big = pool(2).install(|| ln.forward(&x).unwrap());
+    let small = ln.forward(&x.slice(s![..10, ..])).unwrap();
+    assert_eq!(bits(big.slice(s![..10, ..]).to_owned()), bits(small));
+}
+
+#[test]
+fn dynamic_dimension_inputs_run_in_parallel_too() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let x: ArrayD<f32> = Array::random_using(IxDyn(&[3, 4, 100, 60]), StandardNormal, &mut rng);
+    let ln = LayerNorm::<f32>::default();
+    let one = pool(1).install(|| ln.forward(&x).unwrap());
+    let two = pool(2).install(|| ln.forward(&x).unwrap());
+    assert_eq!(bits(one), bits(two));
+}
