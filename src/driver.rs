@@ -98,12 +98,11 @@ fn slots_view<T, E: Dimension>(per_row: &mut ArrayRef<T, E>) -> ArrayViewMut1<'_
 }
 
 /// A block as a contiguous slice: itself where possible, else gathered into `scratch`.
-fn block_slice<'a, F: Copy>(block: ArrayView2<'a, F>, scratch: &'a mut Vec<F>) -> &'a [F] {
+fn block_slice<'a, F: Copy + Zero>(block: ArrayView2<'a, F>, scratch: &'a mut Vec<F>) -> &'a [F] {
     match block.to_slice() {
         Some(s) => s,
         None => {
-            scratch.clear();
-            scratch.extend(block.iter().copied());
+            gather(block, scratch);
             scratch
         }
     }
@@ -118,13 +117,47 @@ fn with_block_mut<F: Copy + Zero>(
     if let Some(s) = block.as_slice_mut() {
         return f(s);
     }
-    scratch.clear();
-    scratch.extend(block.iter().copied());
+    gather(block.view(), scratch);
     f(scratch);
-    block
-        .iter_mut()
-        .zip(scratch.iter())
-        .for_each(|(d, &s)| *d = s);
+    scatter(scratch, block);
+}
+
+/// Whether a block is best walked column by column: its rows are closer in memory than the
+/// elements of a row (a transposed input).
+fn column_major<F>(block: &ArrayView2<'_, F>) -> bool {
+    let s = block.strides();
+    s[0].unsigned_abs() < s[1].unsigned_abs()
+}
+
+/// Copies a block into `scratch` in standard (row-major) order, reading it in its own memory
+/// order so that a transposed input is read a cache line at a time.
+fn gather<F: Copy + Zero>(block: ArrayView2<'_, F>, scratch: &mut Vec<F>) {
+    let (rows, n) = block.dim();
+    scratch.clear();
+    if column_major(&block) {
+        scratch.resize(rows * n, F::zero());
+        for (j, column) in block.columns().into_iter().enumerate() {
+            for (dst, &v) in scratch[j..].iter_mut().step_by(n).zip(column) {
+                *dst = v;
+            }
+        }
+    } else {
+        scratch.extend(block.iter().copied());
+    }
+}
+
+/// Copies `scratch` (row-major) back into `block`, in the block's own memory order.
+fn scatter<F: Copy>(scratch: &[F], mut block: ArrayViewMut2<'_, F>) {
+    let n = block.ncols();
+    if column_major(&block.view()) {
+        for (j, mut column) in block.columns_mut().into_iter().enumerate() {
+            for (dst, &v) in column.iter_mut().zip(scratch[j..].iter().step_by(n)) {
+                *dst = v;
+            }
+        }
+    } else {
+        block.iter_mut().zip(scratch).for_each(|(d, &s)| *d = s);
+    }
 }
 
 /// Calls `f(rows, slots)` on blocks of rows of `x`, with the matching elements of `per_row`
