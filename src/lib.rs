@@ -51,6 +51,22 @@
 //! input has no last axis. Values are not errors: a row with a NaN or an infinity normalizes to
 //! NaN (only that row), a constant or one-element row normalizes to exactly 0 (`0 / 0` is defined
 //! as 0, for every epsilon including 0), and an empty axis gives an empty result.
+//!
+//! # Backward
+//! [`LayerNorm::backward`] and [`LayerNorm::backward_with_stats`] return the [`Gradients`] of a
+//! loss with respect to the input and, where the layer has them, gamma and beta, in the centred
+//! form `dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps)`, `g = dy * gamma`.
+//!
+//! # Speed
+//! Rows are processed in blocks, by kernels compiled for several instruction sets (SSE2, AVX2,
+//! AVX-512, ...) and chosen at run time; none of them fuses or reorders an operation, so every
+//! instruction set gives the same bits.
+//!
+//! # Features
+//! * `rayon`: blocks of rows run on rayon's pool when the input has at least
+//!   [`PARALLEL_MIN_ELEMENTS`] elements. Results are bitwise identical to one thread, including
+//!   the parameter gradients, which are reduced over fixed blocks of rows in order.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
