@@ -46,6 +46,14 @@
 //! * `backward` — affine layer, statistics recomputed.
 //! * `backward_with_stats` — affine layer, statistics saved by `forward_with_stats`.
 //!
+//! With the `rayon` feature (`cargo bench --features rayon`), the groups above run on rayon's
+//! global pool (the crate goes parallel from `PARALLEL_MIN_ELEMENTS` elements; the baselines stay
+//! single-threaded), and two more groups compare like with like on a two-thread pool:
+//!
+//! * `forward_into_f32_2threads/{8192x1024,4096x768}` — `copy_into` is
+//!   `Zip::from(&mut out).and(&x).par_for_each(..)` and `forward_into` the same call as above,
+//!   both timed inside `pool.install` of a `rayon::ThreadPool` with 2 threads.
+//!
 //! Big shapes run 10 flat samples over a few seconds so that the whole suite stays well under
 //! 30 minutes on a 2-core machine. For a bus-bound table in one short run, see
 //! `cargo run --release --example bandwidth`.
@@ -282,6 +290,58 @@ fn benches(c: &mut Criterion) {
     backward::<f64>(c, "f64");
     // rms_norm::<f32>(c, "f32");  // RmsNorm: see the note above.
     // rms_norm::<f64>(c, "f64");
+    #[cfg(feature = "rayon")]
+    two_threads::forward_into(c);
+}
+
+/// `--features rayon` only: `forward_into` and its copy baseline on a two-thread pool.
+#[cfg(feature = "rayon")]
+mod two_threads {
+    use super::{affine, configure, shape, Shape};
+    use criterion::{Criterion, Throughput};
+    use ndarray::{Array2, Zip};
+    use std::hint::black_box;
+
+    const SHAPES: &[Shape] = &[shape(8192, 1024), shape(4096, 768)];
+
+    pub fn forward_into(c: &mut Criterion) {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("a two-thread pool");
+        for &s in SHAPES {
+            let x = s.input::<f32>(1);
+            let ln = affine::<f32>(s.cols);
+            let mut out = Array2::<f32>::zeros((s.rows, s.cols));
+            let bytes = 2 * s.len() * std::mem::size_of::<f32>();
+
+            let mut group = c.benchmark_group(format!("forward_into_f32_2threads/{}", s.name()));
+            configure(&mut group, s.len());
+            group.throughput(Throughput::Bytes(bytes as u64));
+
+            // The timing loop itself runs on the pool, so every call sees its two threads.
+            group.bench_function("copy_into", |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        Zip::from(&mut out)
+                            .and(black_box(&x))
+                            .par_for_each(|o, &v| *o = v);
+                        black_box(&mut out);
+                    })
+                })
+            });
+            group.bench_function("forward_into", |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        ln.forward_into(black_box(&x), &mut out)
+                            .expect("valid input");
+                        black_box(&mut out);
+                    })
+                })
+            });
+            group.finish();
+        }
+    }
 }
 
 criterion_group!(layer_norm, benches);

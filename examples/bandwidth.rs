@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example bandwidth                 # full table, ~2-4 minutes
 //! cargo run --release --example bandwidth -- --quick      # fewer shapes and repetitions, < 1 minute
-//! cargo run --release --example bandwidth -- --threads 2  # accepted; ignored for now (see below)
+//! cargo run --release --features rayon --example bandwidth -- --threads 2  # two threads
 //! ```
 //!
 //! # What it measures
@@ -40,8 +40,22 @@
 //! `x.to_owned()`: expect the fresh-copy GB/s to drop sharply above that size. Smaller shapes may
 //! sit in the last-level cache, in which case the "bus" of that row is the cache.
 //!
-//! `--threads N` is accepted and ignored: the crate is single-threaded until its `rayon`
-//! feature lands, and so are the baselines.
+//! # Threads
+//!
+//! By default everything runs on one thread: the operations (with the `rayon` feature, inside a
+//! one-thread pool, so the crate does not go parallel) and the baselines above.
+//!
+//! `--threads N` (N > 1) needs the `rayon` feature. It builds a rayon pool of N threads and runs
+//! every measurement inside `pool.install`: the operations (which go parallel from
+//! `PARALLEL_MIN_ELEMENTS` elements, sequential below), and baselines doing the same copies
+//! with ndarray's parallel `Zip` on the same pool, so a ratio still compares like with like:
+//!
+//! * fresh copy — `Array::uninit` with the layout of `x`, filled by `Zip::par_for_each`;
+//! * copy into an existing array — `Zip::from(&mut out).and(&x).par_for_each`;
+//! * backward — `par_azip!` of `x + dy` into an `Array::uninit`.
+//!
+//! Without the feature, `--threads N` with N > 1 is refused (exit status 2) rather than
+//! silently measured on one thread. `--threads 1` is the default.
 //!
 //! `RmsNorm` does not exist yet: see the marked place below `backward_rows` for its rows.
 
@@ -249,7 +263,7 @@ impl Row {
 
 /// Forward, forward_noaffine, forward_into and forward_inplace of one shape, with their
 /// baselines, interleaved.
-fn forward_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config) -> Vec<Row>
+fn forward_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config, th: &Threads) -> Vec<Row>
 where
     StandardNormal: Distribution<F>,
 {
@@ -270,9 +284,9 @@ where
     // One round: the baselines, then the operations, then (transposed input only) the
     // same-layout baseline of `forward_inplace`.
     let mut cases = vec![
-        Case::new(|| drop(black_box(black_box(x).to_owned()))),
+        Case::new(|| drop(black_box(th.copy_fresh(black_box(x))))),
         Case::new(|| {
-            copy_out.assign(black_box(x));
+            th.copy_into(&mut copy_out, black_box(x));
             black_box(&mut copy_out);
         }),
         Case::new(|| drop(black_box(ln.forward(black_box(x)).expect("valid input")))),
@@ -290,7 +304,7 @@ where
     if s.transposed {
         // For a standard-layout `x` this is the same copy as `copy_into`: timed only here.
         cases.push(Case::new(|| {
-            same_out.assign(black_box(x));
+            th.copy_into(&mut same_out, black_box(x));
             black_box(&mut same_out);
         }));
     }
@@ -317,7 +331,7 @@ where
 }
 
 /// Backward (statistics recomputed, and saved) of one shape against the three-array baseline.
-fn backward_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config) -> Vec<Row>
+fn backward_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config, th: &Threads) -> Vec<Row>
 where
     StandardNormal: Distribution<F>,
 {
@@ -328,7 +342,7 @@ where
     let (x, dy, stats) = (&x, &dy, &stats);
 
     let mut cases = vec![
-        Case::new(|| drop(black_box(black_box(x) + black_box(dy)))),
+        Case::new(|| drop(black_box(th.add_fresh(black_box(x), black_box(dy))))),
         Case::new(|| drop(black_box(ln.backward(black_box(x), dy).expect("valid")))),
         Case::new(|| {
             let g = ln.backward_with_stats(black_box(x), stats, dy);
@@ -359,6 +373,19 @@ where
 // `forward_rows`.
 // ---------------------------------------------------------------------------------------------
 
+/// The single-thread baselines (the default, and `--threads 1`).
+fn copy_fresh_1<F: Float>(x: &Array2<F>) -> Array2<F> {
+    x.to_owned()
+}
+
+fn copy_into_1<F: Float>(out: &mut Array2<F>, x: &Array2<F>) {
+    out.assign(x);
+}
+
+fn add_fresh_1<F: Float>(x: &Array2<F>, dy: &Array2<F>) -> Array2<F> {
+    x + dy
+}
+
 struct Args {
     quick: bool,
     threads: Option<usize>,
@@ -375,15 +402,15 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--threads" => {
                 let n = it.next().ok_or("--threads needs a number")?;
-                args.threads = Some(n.parse().map_err(|_| format!("bad thread count {n:?}"))?);
+                args.threads = Some(parse_threads(&n)?);
             }
             s if s.starts_with("--threads=") => {
-                let n = &s["--threads=".len()..];
-                args.threads = Some(n.parse().map_err(|_| format!("bad thread count {n:?}"))?);
+                args.threads = Some(parse_threads(&s["--threads=".len()..])?);
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release --example bandwidth [-- --threads N] [--quick]"
+                    "usage: cargo run --release [--features rayon] --example bandwidth \
+                     [-- --threads N] [--quick]\n(--threads N with N > 1 needs --features rayon)"
                 );
                 std::process::exit(0);
             }
@@ -391,6 +418,13 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(args)
+}
+
+fn parse_threads(n: &str) -> Result<usize, String> {
+    match n.parse() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("bad thread count {n:?} (expected an integer >= 1)")),
+    }
 }
 
 fn main() {
@@ -413,14 +447,16 @@ fn main() {
         (cfg, FULL_SHAPES, FULL_BACKWARD)
     };
 
-    if let Some(n) = args.threads {
-        println!(
-            "Note: `--threads {n}` is ignored for now; the crate (and every baseline) runs on one \
-             thread until the `rayon` feature lands.\n"
-        );
-    }
+    let th = Threads::new(args.threads.unwrap_or(1)).unwrap_or_else(|e| {
+        eprintln!("bandwidth: {e}");
+        std::process::exit(2);
+    });
+    let threads = match th.n() {
+        1 => "single thread".to_string(),
+        n => format!("{n} threads (rayon pool; baselines parallel on the same pool)"),
+    };
     println!(
-        "LayerNorm bandwidth{}: single thread, best of {} timings of ~{} ms each, \
+        "LayerNorm bandwidth{}: {threads}, best of {} timings of ~{} ms each, \
          operation and baseline interleaved in this run.\n",
         if args.quick { " (--quick)" } else { "" },
         cfg.reps,
@@ -431,21 +467,21 @@ fn main() {
 
     let mut small_forward = None;
     for &s in shapes {
-        for row in forward_rows::<f32>(s, "f32", cfg) {
+        for row in th.install(|| forward_rows::<f32>(s, "f32", cfg, &th)) {
             row.print();
             if row.op == "forward" && s.rows == 32 && s.cols == 768 && !s.transposed {
                 small_forward = Some((row.op_time, row.copy_time));
             }
         }
-        for row in forward_rows::<f64>(s, "f64", cfg) {
+        for row in th.install(|| forward_rows::<f64>(s, "f64", cfg, &th)) {
             row.print();
         }
     }
     for &s in backward_shapes {
-        for row in backward_rows::<f32>(s, "f32", cfg) {
+        for row in th.install(|| backward_rows::<f32>(s, "f32", cfg, &th)) {
             row.print();
         }
-        for row in backward_rows::<f64>(s, "f64", cfg) {
+        for row in th.install(|| backward_rows::<f64>(s, "f64", cfg, &th)) {
             row.print();
         }
     }
@@ -457,6 +493,14 @@ fn main() {
          into an array of the layout of `x`; `backward*` vs `&x + &dy` (fresh). \
          ratio = GB/s / copy GB/s (1.0 = copy speed). `4096x768T` = `x.t()` of a 768x4096 array."
     );
+    if th.n() > 1 {
+        println!(
+            "With {} threads each baseline is the same copy done in parallel on the same pool: \
+             `Zip::par_for_each` into an `Array::uninit` with the layout of `x` (fresh) or into \
+             the existing array (into, inplace); `par_azip!` of `x + dy` (backward).",
+            th.n()
+        );
+    }
     if let Some((op, copy)) = small_forward {
         println!();
         println!(
@@ -466,4 +510,120 @@ fn main() {
         );
     }
     eprintln!("bandwidth: done in {:.0} s", start.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads: the only place with `cfg(feature = "rayon")`. Both versions of `Threads` have the same
+// API; with one thread, both run the single-thread baselines above.
+// ---------------------------------------------------------------------------------------------
+
+use threads::Threads;
+
+/// `--threads N` on a rayon pool of N threads.
+#[cfg(feature = "rayon")]
+mod threads {
+    use super::{add_fresh_1, copy_fresh_1, copy_into_1};
+    use ndarray::{par_azip, Array, Array2, ShapeBuilder, Zip};
+    use ndarray_layernorm::Float;
+    use std::mem::MaybeUninit;
+
+    pub struct Threads {
+        n: usize,
+        pool: rayon::ThreadPool,
+    }
+
+    impl Threads {
+        pub fn new(n: usize) -> Result<Self, String> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| format!("cannot build a pool of {n} threads: {e}"))?;
+            Ok(Threads { n, pool })
+        }
+
+        pub fn n(&self) -> usize {
+            self.n
+        }
+
+        /// Runs `f` on the pool: the crate and the parallel baselines use its `n` threads.
+        pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+            self.pool.install(f)
+        }
+
+        /// `x.to_owned()`: a fresh array with the layout of `x` (column-major stays column-major).
+        pub fn copy_fresh<F: Float>(&self, x: &Array2<F>) -> Array2<F> {
+            if self.n == 1 {
+                return copy_fresh_1(x);
+            }
+            let fortran = !x.is_standard_layout() && x.t().is_standard_layout();
+            let mut out = Array::uninit(x.raw_dim().set_f(fortran));
+            Zip::from(&mut out)
+                .and(x)
+                .par_for_each(|o, &v| *o = MaybeUninit::new(v));
+            // SAFETY: the `Zip` above wrote every element.
+            unsafe { out.assume_init() }
+        }
+
+        /// `out.assign(x)`.
+        pub fn copy_into<F: Float>(&self, out: &mut Array2<F>, x: &Array2<F>) {
+            if self.n == 1 {
+                return copy_into_1(out, x);
+            }
+            Zip::from(out).and(x).par_for_each(|o, &v| *o = v);
+        }
+
+        /// `x + dy` into a fresh array.
+        pub fn add_fresh<F: Float>(&self, x: &Array2<F>, dy: &Array2<F>) -> Array2<F> {
+            if self.n == 1 {
+                return add_fresh_1(x, dy);
+            }
+            let mut out = Array::uninit(x.raw_dim());
+            par_azip!((o in &mut out, &a in x, &b in dy) *o = MaybeUninit::new(a + b));
+            // SAFETY: `par_azip!` wrote every element.
+            unsafe { out.assume_init() }
+        }
+    }
+}
+
+/// Without the `rayon` feature: one thread only.
+#[cfg(not(feature = "rayon"))]
+mod threads {
+    use super::{add_fresh_1, copy_fresh_1, copy_into_1};
+    use ndarray::Array2;
+    use ndarray_layernorm::Float;
+
+    pub struct Threads;
+
+    impl Threads {
+        pub fn new(n: usize) -> Result<Self, String> {
+            if n == 1 {
+                Ok(Threads)
+            } else {
+                Err(format!(
+                    "--threads {n}: this build has no `rayon` feature, so the crate runs on one \
+                     thread only; rerun with `--features rayon` (or drop --threads)"
+                ))
+            }
+        }
+
+        pub fn n(&self) -> usize {
+            1
+        }
+
+        pub fn install<R>(&self, f: impl FnOnce() -> R) -> R {
+            f()
+        }
+
+        pub fn copy_fresh<F: Float>(&self, x: &Array2<F>) -> Array2<F> {
+            copy_fresh_1(x)
+        }
+
+        pub fn copy_into<F: Float>(&self, out: &mut Array2<F>, x: &Array2<F>) {
+            copy_into_1(out, x)
+        }
+
+        pub fn add_fresh<F: Float>(&self, x: &Array2<F>, dy: &Array2<F>) -> Array2<F> {
+            add_fresh_1(x, dy)
+        }
+    }
 }
