@@ -43,7 +43,7 @@ use ndarray::{Array, Array1, ArrayRef, Dimension};
 use crate::driver::fold_row_blocks;
 use crate::error::Error;
 use crate::float::Float;
-use crate::kernels::{backward_row, ColumnSums, ParamSums, Plan, RowPlan};
+use crate::kernels::{backward_row, BackwardScratch, ColumnSums, ParamSums, RowPlan};
 use crate::layer_norm::LayerNorm;
 use crate::outputs::{Gradients, Stats};
 use crate::validate;
@@ -151,7 +151,10 @@ impl<F: Float> LayerNorm<F> {
             .mean
             .iter()
             .zip(&stats.rstd)
-            .map(|(m, r)| RowPlan::Saved(Plan::from_saved(m.wide(), r.wide())))
+            .map(|(m, r)| RowPlan::Saved {
+                mean: m.wide(),
+                rstd: r.wide(),
+            })
             .collect();
         Ok(self.backward_rows(x, dy, |i| saved[i]))
     }
@@ -188,7 +191,7 @@ impl<F: Float> LayerNorm<F> {
             |first_row, x, dy, dx| {
                 let mut gamma_sums = new_sums(gamma.is_some());
                 let mut beta_sums = new_sums(beta.is_some());
-                let mut g = Vec::with_capacity(n);
+                let mut scratch = BackwardScratch::new(n);
                 if n > 0 {
                     let rows = x.chunks_exact(n).zip(dy.chunks_exact(n));
                     for (r, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(n)).enumerate() {
@@ -196,7 +199,7 @@ impl<F: Float> LayerNorm<F> {
                             gamma: gamma_sums.as_mut(),
                             beta: beta_sums.as_mut(),
                         };
-                        backward_row(x, dy, dx, plan(first_row + r), gamma, &mut g, sums);
+                        backward_row(x, dy, dx, plan(first_row + r), gamma, &mut scratch, sums);
                     }
                 }
                 (gamma_sums, beta_sums)

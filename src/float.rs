@@ -16,6 +16,8 @@ impl Float for f64 {}
 pub(crate) mod private {
     /// Conversions to and from the `f64` working precision. Crate-internal.
     pub trait Sealed: Copy {
+        /// The working precision of the backward pass.
+        type Wide: crate::kernels::Wide;
         /// The value as `f64` (exact for `f32` and `f64`).
         fn wide(self) -> f64;
         /// `v` rounded to `Self` (round to nearest, ties to even).
@@ -23,6 +25,7 @@ pub(crate) mod private {
     }
 
     impl Sealed for f32 {
+        type Wide = f64;
         #[inline(always)]
         fn wide(self) -> f64 {
             f64::from(self)
@@ -34,6 +37,7 @@ pub(crate) mod private {
     }
 
     impl Sealed for f64 {
+        type Wide = crate::kernels::DoubleF64;
         #[inline(always)]
         fn wide(self) -> f64 {
             self

@@ -2,8 +2,10 @@
 
 use multiversion::multiversion;
 
-use super::moments::{row_stats, Plan};
-use super::sum::{accumulate, compensated_sum, compensated_sum_zip, div_by_len, two_sum};
+use super::moments::{exponent, pow2};
+use super::sum::{accumulate, compensated_sum, two_sum};
+use super::wide::Wide;
+use crate::float::private::Sealed;
 use crate::float::Float;
 
 /// Compensated per-column sums over rows (one `hi + lo` pair per column).
@@ -22,13 +24,13 @@ impl ColumnSums {
         }
     }
 
-    /// Adds `f(a_i, b_i)` to column `i`.
-    #[inline]
-    fn add<A: Float, B: Float>(&mut self, a: &[A], b: &[B], f: impl Fn(f64, f64) -> f64) {
-        debug_assert_eq!(a.len(), self.hi.len());
-        debug_assert_eq!(b.len(), self.hi.len());
-        for (((hi, lo), a), b) in self.hi.iter_mut().zip(&mut self.lo).zip(a).zip(b) {
-            accumulate(hi, lo, f(a.wide(), b.wide()));
+    /// Adds the value `hi_i + lo_i` of the `i`-th item to column `i`.
+    #[inline(always)]
+    fn add_parts(&mut self, values: impl ExactSizeIterator<Item = (f64, f64)>) {
+        debug_assert_eq!(values.len(), self.hi.len());
+        for ((hi, lo), (v_hi, v_lo)) in self.hi.iter_mut().zip(&mut self.lo).zip(values) {
+            accumulate(hi, lo, v_hi);
+            *lo += v_lo;
         }
     }
 
@@ -64,23 +66,123 @@ pub(crate) struct ParamSums<'a> {
 /// Where the backward pass of a row takes its statistics from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RowPlan {
-    /// Recompute them from the row, as the forward pass does, with this epsilon.
+    /// Recompute them from the row, in the working precision, with this epsilon.
     Recompute(f64),
-    /// Use statistics saved by a forward pass.
-    Saved(Plan),
+    /// Use the mean and `rstd` saved by a forward pass.
+    Saved {
+        /// The saved mean.
+        mean: f64,
+        /// The saved `1 / sqrt(var + eps)`.
+        rstd: f64,
+    },
+}
+
+/// Buffers of one row, reused from row to row.
+pub(crate) struct BackwardScratch<W> {
+    xhat: Vec<W>,
+    g: Vec<W>,
+    hi: Vec<f64>,
+    lo: Vec<f64>,
+}
+
+impl<W> BackwardScratch<W> {
+    /// Empty buffers for rows of length `n`.
+    pub(crate) fn new(n: usize) -> Self {
+        BackwardScratch {
+            xhat: Vec::with_capacity(n),
+            g: Vec::with_capacity(n),
+            hi: Vec::with_capacity(n),
+            lo: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// Rows whose largest magnitude lies in `[SAFE_LO, SAFE_HI]` need no rescaling: no square of a
+/// deviation can overflow, and none that matters can underflow.
+const SAFE_LO: f64 = f64::from_bits((1023 - 400) << 52); // 2^-400
+const SAFE_HI: f64 = f64::from_bits((1023 + 400) << 52); // 2^400
+
+/// How a row's input gradient is scaled back: `dx_i = t_i * r * scale`, with `r = 1 / s` in
+/// the working precision (of the row scaled by `scale`, a power of two that keeps the squares in
+/// range; `xhat`, left in the scratch, does not depend on it).
+struct Norm<W> {
+    scale: f64,
+    r: W,
+}
+
+/// The sum of the values `hi_i + lo_i`: a compensated sum of each part.
+#[inline(always)]
+fn sum_parts<W: Wide>(hi: &[f64], lo: &[f64]) -> W {
+    let (h1, l1) = compensated_sum(hi, |v| v);
+    let (h2, l2) = compensated_sum(lo, |v| v);
+    W::from_parts(h1, l1).add(W::from_parts(h2, l2))
+}
+
+/// Recomputes a row's statistics in the working precision, leaving `xhat` in the scratch.
+/// `None` for a constant row with `eps == 0`, whose gradient is defined as 0.
+#[inline(always)]
+fn recompute<F: Float>(
+    x: &[F],
+    eps: f64,
+    s: &mut BackwardScratch<F::Wide>,
+) -> Option<Norm<F::Wide>> {
+    type W<F> = <F as Sealed>::Wide;
+    let n = W::<F>::of(x.len() as f64);
+    let amax = x.iter().fold(0.0f64, |a, v| a.max(v.wide().abs()));
+    let k = if amax == 0.0 || !amax.is_finite() || (SAFE_LO..=SAFE_HI).contains(&amax) {
+        0
+    } else {
+        (-exponent(amax)).clamp(-1000, 1000)
+    };
+    let scale = pow2(k);
+    let (hi, lo) = compensated_sum(x, |v| v * scale);
+    let mean = W::<F>::from_parts(hi, lo).div(n);
+    s.xhat.clear();
+    s.hi.clear();
+    s.lo.clear();
+    for v in x {
+        let d = W::<F>::of(v.wide() * scale).sub(mean);
+        s.xhat.push(d);
+        let (h, l) = d.mul(d).parts();
+        s.hi.push(h);
+        s.lo.push(l);
+    }
+    let var = sum_parts::<W<F>>(&s.hi, &s.lo).div(n);
+    if var.round() == 0.0 {
+        // Every deviation is exactly 0 (a nonzero scaled deviation has a square in range): a
+        // constant row. With eps == 0 its gradient is defined as 0; otherwise xhat = 0 and
+        // dx = (g - mean(g)) / sqrt(eps), unscaled.
+        if eps == 0.0 {
+            return None;
+        }
+        let r = W::<F>::of(1.0).div(W::<F>::of(eps).sqrt());
+        return Some(Norm { scale: 1.0, r });
+    }
+    let eps_scaled = eps * scale * scale;
+    let r = if eps_scaled.is_finite() {
+        W::<F>::of(1.0).div(var.add(W::<F>::of(eps_scaled)).sqrt())
+    } else {
+        // A tiny row whose variance is negligible next to eps: 1/sqrt(eps), rescaled.
+        W::<F>::of(1.0)
+            .div(W::<F>::of(eps).sqrt())
+            .mul(W::<F>::of(pow2(-k)))
+    };
+    s.xhat.iter_mut().for_each(|d| *d = d.mul(r));
+    Some(Norm { scale, r })
 }
 
 /// The input gradient of one row, and its contributions to the parameter gradients.
 ///
-/// With `xhat_i = (x_i - mean) / s` (written by `plan` exactly as the forward pass writes it),
-/// `g_i = dy_i * gamma_i` and `s = sqrt(var + eps)`:
+/// With `xhat_i = (x_i - mean) / s`, `g_i = dy_i * gamma_i` and `s = sqrt(var + eps)`:
 ///
 /// ```text
 /// dx_i = (g_i - mean(g) - xhat_i * mean(g * xhat)) / s
 /// ```
 ///
-/// Both means are compensated sums divided once by `n`; `g` is a scratch buffer reused across
-/// rows.
+/// Everything is evaluated in the working precision of `F` (see [`Wide`]): for `f64` input the
+/// mean, the deviations, `1 / s`, `xhat`, `g` and both means carry about 106 bits, so the
+/// subtraction, whose terms can be far larger than its result, loses nothing visible. Each
+/// result is rounded to `F` once.
 #[multiversion(targets = "simd")]
 pub(crate) fn backward_row<F: Float>(
     x: &[F],
@@ -88,36 +190,78 @@ pub(crate) fn backward_row<F: Float>(
     dx: &mut [F],
     plan: RowPlan,
     gamma: Option<&[F]>,
-    g: &mut Vec<f64>,
+    s: &mut BackwardScratch<F::Wide>,
     sums: ParamSums<'_>,
 ) {
-    let plan = match plan {
-        RowPlan::Recompute(eps) => row_stats(x, eps).plan,
-        RowPlan::Saved(plan) => plan,
-    };
+    type W<F> = <F as Sealed>::Wide;
     let n = x.len();
     debug_assert_eq!(dy.len(), n);
     debug_assert_eq!(dx.len(), n);
-    g.clear();
-    match gamma {
-        Some(w) => {
-            debug_assert_eq!(w.len(), n);
-            g.extend(dy.iter().zip(w).map(|(d, w)| d.wide() * w.wide()));
-        }
-        None => g.extend(dy.iter().map(|d| d.wide())),
+    debug_assert!(gamma.is_none_or(|w| w.len() == n));
+    if n == 0 {
+        return;
     }
-    let (hi, lo) = compensated_sum(g, |v| v);
-    let mean_g = div_by_len(hi, lo, n);
-    let (hi, lo) = compensated_sum_zip(g, x, |g, x| g * plan.apply(x));
-    let mean_gx = div_by_len(hi, lo, n);
-    for ((dx, g), x) in dx.iter_mut().zip(g.iter()).zip(x) {
-        let t = (g - mean_g) - plan.apply(x.wide()) * mean_gx;
-        *dx = F::narrow(plan.apply_rstd(t));
+    let norm = match plan {
+        RowPlan::Recompute(eps) => recompute::<F>(x, eps, s),
+        RowPlan::Saved { rstd, .. } if rstd == f64::INFINITY => None,
+        RowPlan::Saved { mean, rstd } => {
+            let (mean, r) = (W::<F>::of(mean), W::<F>::of(rstd));
+            s.xhat.clear();
+            s.xhat
+                .extend(x.iter().map(|v| W::<F>::of(v.wide()).sub(mean).mul(r)));
+            Some(Norm { scale: 1.0, r })
+        }
+    };
+    let Some(Norm { scale, r }) = norm else {
+        // A constant row with eps == 0: xhat and the input gradient are defined as 0.
+        dx.iter_mut().for_each(|v| *v = F::zero());
+        if let Some(acc) = sums.beta {
+            acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
+        }
+        if let Some(acc) = sums.gamma {
+            acc.add_parts(dy.iter().map(|_| (0.0, 0.0)));
+        }
+        return;
+    };
+    let len = W::<F>::of(n as f64);
+    s.g.clear();
+    match gamma {
+        Some(w) => s.g.extend(
+            dy.iter()
+                .zip(w)
+                .map(|(d, w)| W::<F>::of(d.wide()).mul(W::<F>::of(w.wide()))),
+        ),
+        None => s.g.extend(dy.iter().map(|d| W::<F>::of(d.wide()))),
+    }
+    let split = |s: &mut BackwardScratch<W<F>>, v: &dyn Fn(usize) -> W<F>| {
+        s.hi.clear();
+        s.lo.clear();
+        for i in 0..n {
+            let (h, l) = v(i).parts();
+            s.hi.push(h);
+            s.lo.push(l);
+        }
+    };
+    let g = std::mem::take(&mut s.g);
+    let xhat = std::mem::take(&mut s.xhat);
+    split(s, &|i| g[i]);
+    let mean_g = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
+    split(s, &|i| g[i].mul(xhat[i]));
+    let mean_gx = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
+    for ((dx, g), xhat) in dx.iter_mut().zip(&g).zip(&xhat) {
+        let t = g.sub(mean_g).sub(xhat.mul(mean_gx));
+        *dx = F::narrow(t.mul(r).round() * scale);
     }
     if let Some(acc) = sums.gamma {
-        acc.add(dy, x, |dy, x| dy * plan.apply(x));
+        acc.add_parts(
+            dy.iter()
+                .zip(&xhat)
+                .map(|(d, xh)| W::<F>::of(d.wide()).mul(*xh).parts()),
+        );
     }
     if let Some(acc) = sums.beta {
-        acc.add(dy, dy, |dy, _| dy);
+        acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
     }
+    s.g = g;
+    s.xhat = xhat;
 }

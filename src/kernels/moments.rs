@@ -19,13 +19,13 @@ const HUGE: f64 = f64::from_bits((1023 + 1000) << 52); // 2^1000
 
 /// `2^k` for `-1022 <= k <= 1023`.
 #[inline]
-fn pow2(k: i32) -> f64 {
+pub(crate) fn pow2(k: i32) -> f64 {
     debug_assert!((-1022..=1023).contains(&k));
     f64::from_bits(((k + 1023) as u64) << 52)
 }
 
 /// The binary exponent `e` of a finite, positive `v`: `2^e <= v < 2^(e+1)`.
-fn exponent(v: f64) -> i32 {
+pub(crate) fn exponent(v: f64) -> i32 {
     debug_assert!(v > 0.0 && v.is_finite());
     let biased = ((v.to_bits() >> 52) & 0x7ff) as i32;
     if biased == 0 {
@@ -53,35 +53,6 @@ impl Plan {
     #[inline(always)]
     pub(crate) fn apply(&self, x: f64) -> f64 {
         ((x * self.scale - self.shift) / self.den) * self.post
-    }
-
-    /// `t / s` for the row's `s = sqrt(var + eps)`, as the backward pass needs it: the same
-    /// divisor as [`apply`](Self::apply), and `scale * post` is an exact power of two.
-    #[inline(always)]
-    pub(crate) fn apply_rstd(&self, t: f64) -> f64 {
-        (t / self.den) * (self.scale * self.post)
-    }
-
-    /// The plan for statistics saved by a forward pass: `xhat = (x - mean) * rstd`.
-    ///
-    /// A saved `rstd` of `+inf` marks a constant row with `eps == 0`, whose normalized values
-    /// (and input gradient) are defined as 0.
-    pub(crate) fn from_saved(mean: f64, rstd: f64) -> Self {
-        if rstd == f64::INFINITY {
-            Plan {
-                scale: 1.0,
-                shift: mean,
-                den: f64::INFINITY,
-                post: 1.0,
-            }
-        } else {
-            Plan {
-                scale: 1.0,
-                shift: mean,
-                den: 1.0,
-                post: rstd,
-            }
-        }
     }
 
     /// The plan of a row whose outputs are all NaN.

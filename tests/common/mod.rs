@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod exact;
+pub mod exact_backward;

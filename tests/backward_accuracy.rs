@@ -1,0 +1,903 @@
+//! Accuracy of `LayerNorm::backward` and `backward_with_stats` against the exact rational
+//! reference in `tests/common/exact_backward.rs`.
+//!
+//! Error units (`F::EPSILON` is `2^-23` for `f32`, `2^-52` for `f64`):
+//! * `dx`, per element: `|computed - exact| / (F::EPSILON * max(1, |exact|))`, the unit of the
+//!   forward tests;
+//! * `dgamma`, per column: `|computed - exact| / (F::EPSILON * max(1, sum_r |dy_rj * xhat_rj|))`.
+//!   `dgamma_j` is a sum over rows whose terms carry rounding errors relative to themselves
+//!   (`xhat` is only known to a few units), so when the terms cancel the sum is determined to a
+//!   few units of the sum of their magnitudes, not of its own magnitude. The error in units of
+//!   `F::EPSILON * max(1, |exact|)` is reported as well (not asserted);
+//! * `dbeta`, per column: `|computed - exact| / (F::EPSILON * max(1, |exact|))` (a sum of the
+//!   exact inputs `dy`, which a compensated sum rounds once).
+//!
+//! Every tolerance goes through [`Tally::check`]. Run with `--nocapture` to see the measured
+//! maxima; `cargo run --release --example backward_accuracy` measures the same scenarios on more
+//! rows.
+
+mod common;
+
+use std::cmp::Ordering;
+
+use common::exact::{forward_units, mean_rounding_units, Approx, Dyadic, ExactRow, Format};
+use common::exact_backward::{input_gradient, sum_units, ParamGradients, RowTerms};
+use ndarray::{Array1, Array2};
+use ndarray_layernorm::{Float, Gradients, LayerNorm};
+use ndarray_rand::rand_distr::StandardNormal;
+use num_bigint::BigInt;
+use num_rational::BigRational;
+use num_traits::Zero;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Row lengths, including the awkward ones around SIMD/unroll widths.
+const LENGTHS: [usize; 10] = [1, 2, 3, 7, 8, 17, 33, 64, 100, 768];
+
+/// The target of the issue, in the units of the module doc: `f32` input, and `f64` rows with
+/// `|mean| <= std`, for `dx`, `dgamma` and `dbeta`.
+const TARGET_UNITS: f64 = 4.0;
+
+// ----------------------------------------------------------------------------------------------
+// Conversions and data generation (as in tests/accuracy.rs).
+
+fn of<F: Float>(v: f64) -> F {
+    F::from_f64(v).expect("representable")
+}
+
+fn wide<F: Float>(v: F) -> f64 {
+    v.to_f64().expect("f32/f64 converts")
+}
+
+fn format<F: Float>() -> Format {
+    if wide(F::epsilon()) == f64::EPSILON {
+        Format::F64
+    } else {
+        Format::F32
+    }
+}
+
+fn normal(rng: &mut StdRng) -> f64 {
+    rng.sample(StandardNormal)
+}
+
+/// The distributions of the "random rows" scenarios.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// `N(mu, sigma)`, `sigma = 2^U(-8, 8)`, `|mu| <= sigma / 2`.
+    Normal,
+    /// `U(-s, s)`, `s = 2^U(-8, 8)`.
+    Uniform,
+}
+
+const KINDS: [Kind; 2] = [Kind::Normal, Kind::Uniform];
+
+fn random_row(rng: &mut StdRng, kind: Kind, n: usize) -> Vec<f64> {
+    let scale = 2f64.powf(rng.random_range(-8.0..8.0));
+    match kind {
+        Kind::Normal => {
+            let mu = scale * rng.random_range(-0.5..0.5);
+            (0..n).map(|_| mu + scale * normal(rng)).collect()
+        }
+        Kind::Uniform => (0..n)
+            .map(|_| scale * rng.random_range(-1.0..1.0))
+            .collect(),
+    }
+}
+
+/// `±offset + N(0, 1)`, with a random sign per row.
+fn offset_row(rng: &mut StdRng, n: usize, offset: f64) -> Vec<f64> {
+    let offset = if rng.random::<bool>() {
+        offset
+    } else {
+        -offset
+    };
+    (0..n).map(|_| offset + normal(rng)).collect()
+}
+
+/// `m` rows from `gen`, each rounded to `F`, as a matrix.
+fn batch<F: Float>(m: usize, n: usize, mut gen: impl FnMut() -> Vec<f64>) -> Array2<F> {
+    let mut x = Array2::<F>::zeros((m, n));
+    for mut row in x.rows_mut() {
+        for (o, v) in row.iter_mut().zip(gen()) {
+            *o = of(v);
+        }
+    }
+    x
+}
+
+/// A random number of rows for rows of length `n`: up to 64 for short rows, so that the
+/// parameter sums cover many rows, fewer for long ones (debug-mode run time).
+fn row_count(rng: &mut StdRng, n: usize) -> usize {
+    rng.random_range(1..=(1024 / n).clamp(2, 64))
+}
+
+// ----------------------------------------------------------------------------------------------
+// The tolerance helper.
+
+/// Measured errors of one quantity in one scenario, and the worst violation of its tolerance.
+struct Tally {
+    label: String,
+    values: usize,
+    max: f64,
+    sum: f64,
+    failures: usize,
+    /// `(units / tol, description with the failing row)`.
+    worst: Option<(f64, String)>,
+}
+
+impl Tally {
+    fn new(label: impl Into<String>) -> Tally {
+        Tally {
+            label: label.into(),
+            values: 0,
+            max: 0.0,
+            sum: 0.0,
+            failures: 0,
+            worst: None,
+        }
+    }
+
+    /// The one tolerance check of this file: the error `units` must be `<= tol` (units as in
+    /// the module doc; `tol = f64::INFINITY` only records it). `detail` describes the value and
+    /// its row, for the failure message.
+    fn check(&mut self, units: f64, tol: f64, detail: impl FnOnce() -> String) {
+        self.values += 1;
+        self.sum += units;
+        self.max = self.max.max(units);
+        let within = matches!(
+            units.partial_cmp(&tol),
+            Some(Ordering::Less | Ordering::Equal)
+        );
+        if !within {
+            self.failures += 1;
+            let excess = units / tol;
+            let worse = match &self.worst {
+                Some((w, _)) => excess > *w,
+                None => true,
+            };
+            if worse {
+                self.worst = Some((
+                    excess,
+                    format!("error {units} units > tolerance {tol}: {}", detail()),
+                ));
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{}: {} values, max {:.4} units, mean {:.4} units, {} over tolerance",
+            self.label,
+            self.values,
+            self.max,
+            self.sum / self.values.max(1) as f64,
+            self.failures,
+        )
+    }
+}
+
+/// The tallies of one scenario. Two record errors in other units, for the report only:
+/// `dx_terms` ([`terms_units`]) and `dgamma_own` (`dgamma` in units of
+/// `EPSILON * max(1, |exact|)`).
+struct Scenario {
+    rows: usize,
+    dx: Tally,
+    dx_terms: Tally,
+    dgamma: Tally,
+    dgamma_own: Tally,
+    dbeta: Tally,
+}
+
+impl Scenario {
+    fn new(label: &str) -> Scenario {
+        Scenario {
+            rows: 0,
+            dx: Tally::new(format!("{label}: dx")),
+            dx_terms: Tally::new(format!("{label}: dx (units of the terms, report)")),
+            dgamma: Tally::new(format!("{label}: dgamma (units of sum |dy xhat|)")),
+            dgamma_own: Tally::new(format!("{label}: dgamma (units of |dgamma|, report)")),
+            dbeta: Tally::new(format!("{label}: dbeta")),
+        }
+    }
+}
+
+/// Prints every tally and panics with the worst failing value of each failing one.
+fn assert_scenarios(scenarios: &[Scenario]) {
+    let mut failed = Vec::new();
+    for s in scenarios {
+        for t in [&s.dx, &s.dx_terms, &s.dgamma, &s.dgamma_own, &s.dbeta] {
+            if t.values == 0 {
+                continue;
+            }
+            println!("{} ({} rows)", t.summary(), s.rows);
+            if let Some((_, worst)) = &t.worst {
+                failed.push(format!("{}\n  worst: {worst}", t.summary()));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "\n{}", failed.join("\n"));
+}
+
+// ----------------------------------------------------------------------------------------------
+// Checking backward against the reference.
+
+/// The parameters of the layer under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Params {
+    /// `LayerNorm::new`: no gamma, no beta, no parameter gradients.
+    Plain,
+    /// `LayerNorm::affine`: gamma = 1, beta = 0.
+    Ones,
+    /// gamma uniform in `[0.5, 2]`, beta `N(0, 1)`.
+    Random,
+}
+
+/// Where `backward` takes the statistics from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// `backward`: recomputed from `x` in `f64`.
+    Recompute,
+    /// `backward_with_stats` with the statistics of `forward_with_stats` (in `F`).
+    Saved,
+}
+
+fn layer<F: Float>(rng: &mut StdRng, n: usize, eps: F, params: Params) -> LayerNorm<F> {
+    match params {
+        Params::Plain => LayerNorm::new(eps),
+        Params::Ones => LayerNorm::affine(n, eps),
+        Params::Random => {
+            let gamma = Array1::from_iter((0..n).map(|_| of::<F>(rng.random_range(0.5..=2.0))));
+            let beta = Array1::from_iter((0..n).map(|_| of::<F>(normal(rng))));
+            LayerNorm::affine(n, eps)
+                .and_then(|l| l.with_gamma(gamma))
+                .and_then(|l| l.with_beta(beta))
+        }
+    }
+    .expect("valid layer")
+}
+
+fn run<F: Float>(
+    layer: &LayerNorm<F>,
+    x: &Array2<F>,
+    dy: &Array2<F>,
+    source: Source,
+) -> Gradients<F, ndarray::Ix2> {
+    match source {
+        Source::Recompute => layer.backward(x, dy),
+        Source::Saved => {
+            let (_, stats) = layer.forward_with_stats(x).expect("forward succeeds");
+            layer.backward_with_stats(x, &stats, dy)
+        }
+    }
+    .expect("backward succeeds")
+}
+
+/// `c`: a bound on the shift of `xhat` caused by the rounding of the mean that `source` uses,
+/// `|delta| / sqrt(var + eps)` with `delta` the error of that mean, in units of `F::EPSILON`;
+/// 0 where the target alone is asserted.
+///
+/// * `Recompute` for `f32`: the mean is the correctly rounded `f64` mean; its effect is part of
+///   the target (the shift is below `2^-30 |mean| / s` units of `f32::EPSILON`, a fraction of a
+///   unit of `dx` on the rows tested here, offsets up to `1e6`).
+/// * `Recompute` for `f64`: the statistics are recomputed in double-double; no shift.
+/// * `Saved` for `f64`: the saved mean is the correctly rounded `f64` mean, on every row:
+///   [`mean_rounding_units`], as in the forward tests.
+/// * `Saved` for `f32`: the mean is that `f64` mean rounded again to `f32`, so within
+///   `0.5 ulp_32(mean) (1 + 2^-28)` of the exact mean (the `f64` rounding adds at most
+///   `2^-29` ulp_32), on every row.
+///
+/// A row with `var == 0` (constant, or one element) has an exact mean in every format: 0.
+fn mean_shift_units<F: Float>(exact: &ExactRow, eps: f64, source: Source) -> f64 {
+    let (mean, var) = (exact.mean(), exact.var());
+    if var.is_zero() {
+        return 0.0;
+    }
+    match (format::<F>(), source) {
+        (Format::F32, Source::Recompute) => 0.0,
+        (Format::F32, Source::Saved) => {
+            mean_rounding_units(&mean, &var, eps, Format::F32) * (1.0 + 2f64.powi(-28))
+        }
+        // f64 input is recomputed in double-double: the mean carries ~106 bits, no shift.
+        (Format::F64, Source::Recompute) => 0.0,
+        // The saved f64 mean is the correctly rounded mean, on every row.
+        (Format::F64, Source::Saved) => mean_rounding_units(&mean, &var, eps, Format::F64),
+    }
+}
+
+/// `rho`: a bound on the relative error of `1 / sqrt(var + eps)` beyond what the target covers,
+/// in units of `F::EPSILON`. For `f32` saved statistics, `rstd` is `1 / sqrt(var + eps)`
+/// computed in `f64` (a few `f64` roundings, and the `f64` variance) and rounded to `f32`:
+/// relative error at most `2^-24 + 2^-50`, i.e. `0.5 (1 + 2^-26)` units. Otherwise 0: the
+/// `f64` roundings are part of the target.
+///
+/// For `f64` saved statistics, `rstd = fl(1 / fl(sqrt(fl(var' + eps))))` from the forward pass,
+/// whose variance `var'` (the once-rounded sum of rounded squared deviations from the rounded
+/// mean) is within `3.5 u` of `var + delta^2` (`u = 2^-53`; `delta^2` is covered by `c'`):
+/// `var' + eps` within `4.5 u`, the square root halves that and adds `u`, the reciprocal adds
+/// `u`: `4.25 u`, i.e. `2.125` units of `f64::EPSILON = 2 u`; 2.25 is asserted.
+fn rstd_units<F: Float>(source: Source) -> f64 {
+    match (format::<F>(), source) {
+        (Format::F32, Source::Saved) => 0.5 * (1.0 + 2f64.powi(-26)),
+        (Format::F64, Source::Saved) => 2.25,
+        _ => 0.0,
+    }
+}
+
+/// Tolerance of `dx_i`, in units of `EPSILON * max(1, |dx_i|)`: the target, plus the effect of
+/// the statistics that the target does not cover ([`RowTerms::perturbed_stats_error`] with
+/// `c = c'` of [`mean_shift_units`] and `rho = rho'` of [`rstd_units`], in absolute terms).
+///
+/// With the `f64` mean (`Recompute`, and `f64` `Saved`) the variance is that of the shifted
+/// deviations, `var + delta^2`, so `1/s` is also off by a relative `c'^2 / 2`: added to `rho'`
+/// by the caller. The factor `1 + 1e-9` covers the evaluation of the bound in `f64`. The extra
+/// terms grow where `dx_i` cancels (`|dx_i|` small next to `|A| / s`): the error of the
+/// statistics is relative to the terms, not to their difference.
+fn dx_tol(terms: &RowTerms, i: usize, dx: f64, c: f64, rho: f64, unit: f64) -> f64 {
+    if c == 0.0 && rho == 0.0 {
+        return TARGET_UNITS;
+    }
+    let extra = terms.perturbed_stats_error(i, dx, c, rho);
+    TARGET_UNITS + extra / (unit * dx.abs().max(1.0)) * (1.0 + 1e-9)
+}
+
+/// `dx` error rescaled from units of `EPSILON * max(1, |dx_i|)` to units of
+/// `EPSILON * max(1, T_i)` ([`RowTerms::terms`]: the sum of the magnitudes of the terms of
+/// `dx_i`), which shows how much of the error is cancellation. Reported, not asserted.
+fn terms_units(units: f64, terms: &RowTerms, i: usize, dx: f64) -> f64 {
+    units * dx.abs().max(1.0) / terms.terms(i).max(1.0)
+}
+
+/// Runs backward on `x` with output gradient `dy` and checks `dx`, `dgamma` and `dbeta`
+/// against the exact reference.
+///
+/// `dgamma` tolerance, in units of `EPSILON * max(1, sum_r |dy_rj xhat_rj|)`: the target, plus
+/// (with the bounds `c'_r` and `rho'_r` of row `r`, as for [`dx_tol`])
+/// `sum_r |dy_rj| (c'_r (1 + rho'_r) + rho'_r |xhat_rj|)` in those units, since each term
+/// `dy_rj xhat'_rj` is off by `dy_rj (xhat_rj rho_r - c_r (1 + rho_r))` with `|c_r| <= c'_r`,
+/// `|rho_r| <= rho'_r`.
+#[allow(clippy::too_many_arguments)]
+fn check_backward<F: Float>(
+    sc: &mut Scenario,
+    rng: &mut StdRng,
+    x: &Array2<F>,
+    dy: &Array2<F>,
+    eps: F,
+    params: Params,
+    source: Source,
+) {
+    let fmt = format::<F>();
+    let unit = fmt.epsilon();
+    let n = x.ncols();
+    let layer = layer(rng, n, eps, params);
+    let grads = run(&layer, x, dy, source);
+    let eps = wide(eps);
+    let gamma: Option<Vec<f64>> = layer.gamma().map(|g| g.iter().map(|&v| wide(v)).collect());
+    let rho_stored = rstd_units::<F>(source) * unit;
+    let mut sums = ParamGradients::new(n);
+    // sum_r |dy_rj| c'_r (1 + rho'_r) and sum_r |dy_rj xhat_rj| rho'_r per column, for the
+    // dgamma tolerance.
+    let mut shift = vec![0.0f64; n];
+    let describe_params = || match &gamma {
+        Some(g) => format!("\n  gamma = {g:?}"),
+        None => String::new(),
+    };
+    for (r, (xr, dyr)) in x.rows().into_iter().zip(dy.rows()).enumerate() {
+        sc.rows += 1;
+        let xv: Vec<f64> = xr.iter().map(|&v| wide(v)).collect();
+        let dyv: Vec<f64> = dyr.iter().map(|&v| wide(v)).collect();
+        let exact_row = ExactRow::new(&xv);
+        let c = mean_shift_units::<F>(&exact_row, eps, source) * unit;
+        let rho = match fmt {
+            Format::F64 => rho_stored + c * c / 2.0,
+            Format::F32 => rho_stored,
+        };
+        let terms = RowTerms::new(&xv, &dyv, gamma.as_deref(), eps);
+        let exact_dx = input_gradient(&xv, &dyv, gamma.as_deref(), eps);
+        let computed = grads.input.row(r);
+        for (i, (&got, want)) in computed.iter().zip(&exact_dx).enumerate() {
+            let units = forward_units(wide(got), want, fmt);
+            let want = want.to_f64();
+            let detail = || {
+                format!(
+                    "{} {source:?} dx, row {r} of {} (n = {n}, eps = {eps:e}), element {i}: \
+                     computed {got:?}, exact {want:e}\n  x = {:?}\n  dy = {:?}{}",
+                    fmt.name(),
+                    x.nrows(),
+                    xr.to_vec(),
+                    dyr.to_vec(),
+                    describe_params(),
+                )
+            };
+            sc.dx
+                .check(units, dx_tol(&terms, i, want, c, rho, unit), detail);
+            let t_units = terms_units(units, &terms, i, want);
+            sc.dx_terms.check(t_units, f64::INFINITY, detail);
+        }
+        sums.add_normalized(&terms.xhat, &dyv);
+        for ((s, d), y) in shift.iter_mut().zip(&dyv).zip(&terms.xhat_f64) {
+            *s += d.abs() * (c * (1.0 + rho) + rho * y.abs());
+        }
+    }
+    let rows = x.nrows();
+    if let Some(dgamma) = &grads.gamma {
+        let exact = sums.gamma();
+        for (j, ((&got, want), scale)) in dgamma
+            .iter()
+            .zip(&exact)
+            .zip(sums.gamma_magnitude())
+            .enumerate()
+        {
+            let magnitude = scale.to_f64();
+            let tol = TARGET_UNITS + shift[j] / (unit * magnitude.max(1.0)) * (1.0 + 1e-9);
+            let detail = || {
+                format!(
+                    "{} {source:?} dgamma[{j}] of {rows} rows (n = {n}, eps = {eps:e}): \
+                     computed {got:?}, exact {:e}, sum |dy xhat| = {magnitude:e}",
+                    fmt.name(),
+                    want.to_f64(),
+                )
+            };
+            sc.dgamma
+                .check(sum_units(wide(got), want, scale, fmt), tol, detail);
+            sc.dgamma_own
+                .check(forward_units(wide(got), want, fmt), f64::INFINITY, detail);
+        }
+    }
+    if let Some(dbeta) = &grads.beta {
+        for (j, (&got, want)) in dbeta.iter().zip(sums.beta()).enumerate() {
+            sc.dbeta
+                .check(forward_units(wide(got), &want, fmt), TARGET_UNITS, || {
+                    format!(
+                        "{} {source:?} dbeta[{j}] of {rows} rows (n = {n}): computed {got:?}, \
+                         exact {:e}",
+                        fmt.name(),
+                        want.to_f64()
+                    )
+                });
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// The reference itself.
+
+fn rat(n: i64, d: i64) -> BigRational {
+    BigRational::new(BigInt::from(n), BigInt::from(d))
+}
+
+/// `a` brackets the real number `v` with `v^2 = v2` and the sign `negative`:
+/// `|approx| <= |v| < |approx| + err` (the reference truncates toward zero), and
+/// `err <= 2^-100 |v|`. Checked with squares in exact arithmetic.
+fn assert_brackets_sqrt(a: &Approx, v2: &BigRational, negative: bool) {
+    let approx = a.approx.to_rational();
+    let err = a.err.to_rational();
+    assert_eq!(approx < BigRational::zero(), negative, "sign of {a:?}");
+    let lo = if negative { -approx } else { approx };
+    let hi = &lo + &err;
+    assert!(
+        &lo * &lo <= *v2 && *v2 < &hi * &hi,
+        "{a:?} does not bracket sqrt({v2})"
+    );
+    let bound = Dyadic::pow2(-100).to_rational();
+    assert!(&err * &err <= &bound * &bound * v2, "error bound too large");
+}
+
+/// `|a.approx - v| <= a.err <= 2^-130 max(1, |v|)`.
+fn within(a: &Approx, v: f64) -> bool {
+    let v = Dyadic::from_f64(v);
+    let scale = if v.abs().cmp_value(&Dyadic::pow2(0)).is_gt() {
+        v.abs()
+    } else {
+        Dyadic::pow2(0)
+    };
+    a.approx.sub(&v).abs().cmp_value(&a.err).is_le()
+        && a.err.cmp_value(&scale.mul(&Dyadic::pow2(-130))).is_le()
+}
+
+/// `a` is exactly `v`, and marked exact.
+fn exactly(a: &Approx, v: f64) -> bool {
+    a.is_exact() && a.approx.cmp_value(&Dyadic::from_f64(v)).is_eq()
+}
+
+#[test]
+fn reference_matches_closed_forms() {
+    // n = 2, eps = 0: xhat = (-1, 1) and the output is constant (-1, 1), so dx = 0 for any dy
+    // (exactly: N_i = 0).
+    let mut rng = StdRng::seed_from_u64(1);
+    for _ in 0..50 {
+        let x = [normal(&mut rng), normal(&mut rng)];
+        let dy = [normal(&mut rng), normal(&mut rng)];
+        let gamma = [rng.random_range(0.5..2.0), rng.random_range(0.5..2.0)];
+        for g in [None, Some(&gamma[..])] {
+            let dx = input_gradient(&x, &dy, g, 0.0);
+            assert!(dx.iter().all(|v| exactly(v, 0.0)), "{x:?} {dy:?}: {dx:?}");
+        }
+        let mut sums = ParamGradients::new(2);
+        sums.add_row(&x, &dy, 0.0);
+        let sign = if x[0] < x[1] { -1.0 } else { 1.0 };
+        let dgamma = sums.gamma();
+        assert!(within(&dgamma[0], sign * dy[0]) && within(&dgamma[1], -sign * dy[1]));
+    }
+
+    // [1, 2, 3], eps 0, dy = (0, 0, 1): mean 2, var 2/3, s = sqrt(2/3), xhat = (-a, 0, a) with
+    // a = sqrt(3/2); g = dy, mean(g) = 1/3, mean(g xhat) = a/3, so
+    // dx = (g - 1/3 - xhat a/3) / s = (1/6, -1/3, 1/6) sqrt(3/2): squares (1/24, 1/6, 1/24).
+    let dx = input_gradient(&[1.0, 2.0, 3.0], &[0.0, 0.0, 1.0], None, 0.0);
+    assert_brackets_sqrt(&dx[0], &rat(1, 24), false);
+    assert_brackets_sqrt(&dx[1], &rat(1, 6), true);
+    assert_brackets_sqrt(&dx[2], &rat(1, 24), false);
+    // The same with gamma = (5, 7, 2): g = (0, 0, 2), so twice the above.
+    let dx = input_gradient(
+        &[1.0, 2.0, 3.0],
+        &[0.0, 0.0, 1.0],
+        Some(&[5.0, 7.0, 2.0]),
+        0.0,
+    );
+    assert_brackets_sqrt(&dx[1], &rat(4, 6), true);
+    // dgamma = dy xhat = (0, 0, a), dbeta = dy.
+    let mut sums = ParamGradients::new(3);
+    sums.add_row(&[1.0, 2.0, 3.0], &[0.0, 0.0, 1.0], 0.0);
+    let dgamma = sums.gamma();
+    assert!(exactly(&dgamma[0], 0.0) && exactly(&dgamma[1], 0.0));
+    assert_brackets_sqrt(&dgamma[2], &rat(3, 2), false);
+    assert!(sums
+        .beta()
+        .iter()
+        .zip([0.0, 0.0, 1.0])
+        .all(|(b, v)| exactly(b, v)));
+
+    // [0, 2, 4, 6], eps 3: d = (-3, -1, 1, 3), var 5, V = 8 (s = 2 sqrt 2, V^(3/2) = 16 sqrt 2);
+    // dy = (1, 0, 0, 0): mean(g) = 1/4, C = -3/4, dx_i = ((g_i - 1/4) 8 + d_i 3/4) / V^(3/2):
+    // dx = (15/4, -11/4, -5/4, 1/4) / (16 sqrt 2), i.e. squares (v / 16)^2 / 2.
+    let dx = input_gradient(&[0.0, 2.0, 4.0, 6.0], &[1.0, 0.0, 0.0, 0.0], None, 3.0);
+    for (d, (p, q)) in dx.iter().zip([(15, 4), (-11, 4), (-5, 4), (1, 4)]) {
+        let v = rat(p, q) / rat(16, 1);
+        assert_brackets_sqrt(d, &(&v * &v / rat(2, 1)), p < 0);
+    }
+
+    // Constant rows with eps > 0: dx = (g - mean(g)) / sqrt(eps), exact when that is dyadic;
+    // dgamma gets exactly 0. With eps = 0: dx = 0 (defined). One element: dx = 0 always.
+    let dy = [1.0, -2.0, 0.5, 4.5];
+    for c in [0.0, 0.1, -3.7, 1e6 + 0.1, 1e-300, 1e300] {
+        let x = [c; 4];
+        let dx = input_gradient(&x, &dy, None, 0.25); // sqrt(eps) = 1/2, mean(g) = 1
+        for (d, g) in dx.iter().zip(dy) {
+            assert!(exactly(d, (g - 1.0) * 2.0), "constant {c}: {d:?}");
+        }
+        let dx = input_gradient(&x, &dy, None, 2.0); // (g - 1) / sqrt 2
+        for (d, g) in dx.iter().zip(dy) {
+            let v = rat(((g - 1.0) * 2.0) as i64, 2);
+            if g != 1.0 {
+                assert_brackets_sqrt(d, &(&v * &v / rat(2, 1)), g < 1.0);
+            }
+        }
+        assert!(input_gradient(&x, &dy, Some(&[2.0; 4]), 0.0)
+            .iter()
+            .all(|d| exactly(d, 0.0)));
+        for eps in [0.0, 1e-5] {
+            let mut sums = ParamGradients::new(4);
+            sums.add_row(&x, &dy, eps);
+            assert!(sums.gamma().iter().all(|g| exactly(g, 0.0)));
+            assert!(input_gradient(&[c], &[dy[1]], Some(&[3.0]), eps)
+                .iter()
+                .all(|d| exactly(d, 0.0)));
+        }
+    }
+
+    // Units: 1 + 2^-52 against exact 1 is one f64 unit; against 1 with a magnitude scale of 4,
+    // a quarter.
+    let one = Approx::exact(Dyadic::pow2(0));
+    assert_eq!(
+        sum_units(1.0 + f64::EPSILON, &one, &Dyadic::pow2(0), Format::F64),
+        1.0
+    );
+    assert_eq!(
+        sum_units(1.0 + f64::EPSILON, &one, &Dyadic::pow2(2), Format::F64),
+        0.25
+    );
+    assert_eq!(
+        sum_units(1.0 + f64::EPSILON, &one, &Dyadic::pow2(-3), Format::F32),
+        2f64.powi(-29)
+    );
+}
+
+/// `dx` equals central differences of the exact forward reference: with
+/// `L(x) = sum_i dy_i z_i(x)` (`z` the affine output), `(L(x + h e_j) - L(x - h e_j)) / 2h`
+/// is within `O(h^2)` of `dx_j`. Rows of multiples of `2^-10` and `h = 2^-30` keep `x +- h`
+/// exact in `f64`; `L` is formed exactly from the forward approximations (error `< 2^-120`).
+#[test]
+fn reference_matches_finite_differences_of_the_forward_reference() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let h = 2f64.powi(-30);
+    for n in [2, 3, 5, 8, 17] {
+        for eps in [0.0, 1e-5, 0.5] {
+            let x: Vec<f64> = (0..n)
+                .map(|_| f64::from(rng.random_range(-8192..=8192)) / 1024.0)
+                .collect();
+            let dy: Vec<f64> = (0..n).map(|_| normal(&mut rng)).collect();
+            let gamma: Vec<f64> = (0..n).map(|_| rng.random_range(0.5..2.0)).collect();
+            let beta: Vec<f64> = (0..n).map(|_| normal(&mut rng)).collect();
+            let loss = |x: &[f64]| {
+                ExactRow::new(x)
+                    .forward(eps, Some(&gamma), Some(&beta))
+                    .iter()
+                    .zip(&dy)
+                    .fold(Dyadic::zero(), |acc, (z, &d)| {
+                        acc.add(&z.approx.mul(&Dyadic::from_f64(d)))
+                    })
+            };
+            let dx = input_gradient(&x, &dy, Some(&gamma), eps);
+            for j in 0..n {
+                let (mut xp, mut xm) = (x.clone(), x.clone());
+                xp[j] += h;
+                xm[j] -= h;
+                let diff = loss(&xp).sub(&loss(&xm));
+                let fd = Dyadic {
+                    mant: diff.mant,
+                    exp: diff.exp + 29, // / (2h) = * 2^29
+                }
+                .to_f64();
+                let want = dx[j].to_f64();
+                assert!(
+                    (fd - want).abs() <= 1e-9 * want.abs().max(1.0),
+                    "n = {n}, eps = {eps}, j = {j}: fd {fd} vs {want}, x = {x:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The reference agrees with a plain `f64` evaluation of the centred formula on easy rows.
+#[test]
+fn reference_matches_naive_f64() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for n in [2, 3, 10, 100] {
+        for _ in 0..10 {
+            let x: Vec<f64> = (0..n).map(|_| normal(&mut rng)).collect();
+            let dy: Vec<f64> = (0..n).map(|_| normal(&mut rng)).collect();
+            let gamma: Vec<f64> = (0..n).map(|_| rng.random_range(0.5..2.0)).collect();
+            let nf = n as f64;
+            let mean = x.iter().sum::<f64>() / nf;
+            let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / nf;
+            let s = (var + 1e-5).sqrt();
+            let xhat: Vec<f64> = x.iter().map(|v| (v - mean) / s).collect();
+            let g: Vec<f64> = dy.iter().zip(&gamma).map(|(d, w)| d * w).collect();
+            let mean_g = g.iter().sum::<f64>() / nf;
+            let mean_gx = g.iter().zip(&xhat).map(|(g, y)| g * y).sum::<f64>() / nf;
+            let dx = input_gradient(&x, &dy, Some(&gamma), 1e-5);
+            for i in 0..n {
+                let naive = (g[i] - mean_g - xhat[i] * mean_gx) / s;
+                assert!((dx[i].to_f64() - naive).abs() < 1e-12, "{naive} vs {dx:?}");
+            }
+            let mut sums = ParamGradients::new(n);
+            sums.add_row(&x, &dy, 1e-5);
+            for (j, dg) in sums.gamma().iter().enumerate() {
+                assert!((dg.to_f64() - dy[j] * xhat[j]).abs() < 1e-12);
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// 1. Random rows, with and without gamma and beta.
+
+fn random_rows<F: Float>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut scenarios = Vec::new();
+    for eps in [1e-5, 0.0] {
+        for kind in KINDS {
+            for params in [Params::Plain, Params::Ones, Params::Random] {
+                let mut sc = Scenario::new(&format!(
+                    "{} random {kind:?} eps {eps:e} {params:?}",
+                    format::<F>().name()
+                ));
+                for n in LENGTHS {
+                    let m = row_count(&mut rng, n);
+                    let x = batch::<F>(m, n, || random_row(&mut rng, kind, n));
+                    let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
+                    let src = Source::Recompute;
+                    check_backward(&mut sc, &mut rng, &x, &dy, of(eps), params, src);
+                }
+                scenarios.push(sc);
+            }
+        }
+    }
+    assert_scenarios(&scenarios);
+}
+
+#[test]
+fn random_rows_f32() {
+    random_rows::<f32>(11);
+}
+
+#[test]
+fn random_rows_f64() {
+    random_rows::<f64>(12);
+}
+
+// ----------------------------------------------------------------------------------------------
+// 2. Rows with a large offset.
+
+fn large_offset<F: Float>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut scenarios = Vec::new();
+    for offset in [1e3, 1e6] {
+        for eps in [1e-5, 0.0] {
+            let mut sc = Scenario::new(&format!(
+                "{} offset {offset:e} + N(0,1) eps {eps:e}",
+                format::<F>().name()
+            ));
+            for n in LENGTHS {
+                let m = row_count(&mut rng, n);
+                let x = batch::<F>(m, n, || offset_row(&mut rng, n, offset));
+                let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
+                let src = Source::Recompute;
+                check_backward(&mut sc, &mut rng, &x, &dy, of(eps), Params::Random, src);
+            }
+            scenarios.push(sc);
+        }
+    }
+    assert_scenarios(&scenarios);
+}
+
+#[test]
+fn large_offset_f32() {
+    large_offset::<f32>(21);
+}
+
+#[test]
+fn large_offset_f64_bounded_by_mean_rounding() {
+    large_offset::<f64>(22);
+}
+
+// ----------------------------------------------------------------------------------------------
+// 3. backward_with_stats.
+
+fn with_saved_stats<F: Float>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut scenarios = Vec::new();
+    for eps in [1e-5, 0.0] {
+        for kind in KINDS {
+            let mut sc = Scenario::new(&format!(
+                "{} saved stats, random {kind:?} eps {eps:e}",
+                format::<F>().name()
+            ));
+            for n in LENGTHS {
+                let m = row_count(&mut rng, n);
+                let x = batch::<F>(m, n, || random_row(&mut rng, kind, n));
+                let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
+                let src = Source::Saved;
+                check_backward(&mut sc, &mut rng, &x, &dy, of(eps), Params::Random, src);
+            }
+            scenarios.push(sc);
+        }
+        let mut sc = Scenario::new(&format!(
+            "{} saved stats, offset 1e3 + N(0,1) eps {eps:e}",
+            format::<F>().name()
+        ));
+        for n in LENGTHS {
+            let m = row_count(&mut rng, n);
+            let x = batch::<F>(m, n, || offset_row(&mut rng, n, 1e3));
+            let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
+            let src = Source::Saved;
+            check_backward(&mut sc, &mut rng, &x, &dy, of(eps), Params::Random, src);
+        }
+        scenarios.push(sc);
+    }
+    assert_scenarios(&scenarios);
+}
+
+#[test]
+fn with_saved_stats_f32() {
+    with_saved_stats::<f32>(31);
+}
+
+#[test]
+fn with_saved_stats_f64() {
+    with_saved_stats::<f64>(32);
+}
+
+// ----------------------------------------------------------------------------------------------
+// 4. Degenerate rows.
+
+/// Constants for constant rows (near 1, offset, and near both ends of the range of `F`).
+fn constants<F: Float>() -> &'static [f64] {
+    match format::<F>() {
+        Format::F32 => &[0.0, -0.0, 0.1, -3.7, 1e6 + 0.1, 1e-30, 1e37],
+        Format::F64 => &[0.0, -0.0, 0.1, -3.7, 1e6 + 0.1, 1e-300, 1e300],
+    }
+}
+
+/// The policies, bit for bit, with both sources: one-element rows give `dx` exactly 0 and add
+/// exactly 0 to `dgamma` (`xhat = 0`), for every epsilon; constant rows add exactly 0 to
+/// `dgamma` for every epsilon, and give `dx` exactly 0 when `eps == 0`.
+fn degenerate_rows_exact_zeros<F: Float>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let name = format::<F>().name();
+    let constants = constants::<F>();
+    for source in [Source::Recompute, Source::Saved] {
+        for eps in [0.0, 1e-5, 0.25, 1.0] {
+            for n in [1, 2, 3, 8, 17, 100] {
+                for params in [Params::Plain, Params::Random] {
+                    // Row r is constants[r] (a one-element row when n == 1).
+                    let mut values = constants.iter();
+                    let x = batch::<F>(constants.len(), n, || vec![*values.next().unwrap(); n]);
+                    let dy =
+                        batch::<F>(x.nrows(), n, || (0..n).map(|_| normal(&mut rng)).collect());
+                    let grads = run(&layer(&mut rng, n, of(eps), params), &x, &dy, source);
+                    if eps == 0.0 || n == 1 {
+                        assert!(
+                            grads.input.iter().all(|&v| v == F::zero()),
+                            "{name} {source:?} n = {n}, eps = {eps}: dx = {:?}",
+                            grads.input
+                        );
+                    }
+                    if let Some(dgamma) = &grads.gamma {
+                        assert!(
+                            dgamma.iter().all(|&v| v == F::zero()),
+                            "{name} {source:?} n = {n}, eps = {eps}: dgamma = {dgamma:?}"
+                        );
+                    }
+                }
+            }
+            // One-element rows of any value.
+            let x = batch::<F>(100, 1, || {
+                vec![normal(&mut rng) * 2f64.powi(rng.random_range(-60..60))]
+            });
+            let dy = batch::<F>(100, 1, || vec![normal(&mut rng)]);
+            let layer = layer(&mut rng, 1, of(eps), Params::Random);
+            let grads = run(&layer, &x, &dy, source);
+            assert!(
+                grads.input.iter().all(|&v| v == F::zero()),
+                "{name} {source:?}"
+            );
+            assert_eq!(grads.gamma.unwrap()[0], F::zero(), "{name} {source:?}");
+        }
+    }
+}
+
+#[test]
+fn degenerate_rows_exact_zeros_f32() {
+    degenerate_rows_exact_zeros::<f32>(41);
+}
+
+#[test]
+fn degenerate_rows_exact_zeros_f64() {
+    degenerate_rows_exact_zeros::<f64>(42);
+}
+
+/// Constant rows with `eps > 0`: `dx = (g - mean(g)) / sqrt(eps)`, against the reference with
+/// the target (and `dgamma`, `dbeta` as everywhere), both sources.
+fn constant_rows_with_eps<F: Float>(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let name = format::<F>().name();
+    let constants = constants::<F>();
+    let mut scenarios = Vec::new();
+    for source in [Source::Recompute, Source::Saved] {
+        for eps in [1e-5, 0.25, 1.0] {
+            let mut sc = Scenario::new(&format!("{name} {source:?} constant rows eps {eps:e}"));
+            for n in [2, 3, 8, 17, 100] {
+                for params in [Params::Plain, Params::Random] {
+                    let mut values = constants.iter();
+                    let x = batch::<F>(constants.len(), n, || vec![*values.next().unwrap(); n]);
+                    let dy =
+                        batch::<F>(x.nrows(), n, || (0..n).map(|_| normal(&mut rng)).collect());
+                    check_backward(&mut sc, &mut rng, &x, &dy, of(eps), params, source);
+                }
+            }
+            scenarios.push(sc);
+        }
+    }
+    assert_scenarios(&scenarios);
+}
+
+#[test]
+fn constant_rows_with_eps_f32() {
+    constant_rows_with_eps::<f32>(43);
+}
+
+#[test]
+fn constant_rows_with_eps_f64() {
+    constant_rows_with_eps::<f64>(44);
+}
