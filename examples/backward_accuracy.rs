@@ -164,14 +164,13 @@ fn mean_shift<F: Float>(row: &ExactRow, eps: f64, source: Source) -> f64 {
     if var.is_zero() {
         return 0.0;
     }
-    let centered = &mean * &mean <= var;
     let units = match (format::<F>(), source) {
         (Format::F32, Source::Recompute) => 0.0,
         (Format::F32, Source::Saved) => {
             mean_rounding_units(&mean, &var, eps, Format::F32) * (1.0 + 2f64.powi(-28))
         }
-        (Format::F64, _) if centered => 0.0,
-        (Format::F64, _) => mean_rounding_units(&mean, &var, eps, Format::F64),
+        (Format::F64, Source::Recompute) => 0.0,
+        (Format::F64, Source::Saved) => mean_rounding_units(&mean, &var, eps, Format::F64),
     };
     units * format::<F>().epsilon()
 }
@@ -181,7 +180,8 @@ fn rstd_error<F: Float>(source: Source, c: f64) -> f64 {
     match (format::<F>(), source) {
         (Format::F32, Source::Saved) => 0.5 * (1.0 + 2f64.powi(-26)) * f64::from(f32::EPSILON),
         (Format::F32, Source::Recompute) => 0.0,
-        (Format::F64, _) => c * c / 2.0,
+        (Format::F64, Source::Recompute) => 0.0,
+        (Format::F64, Source::Saved) => 2.25 * f64::EPSILON + c * c / 2.0,
     }
 }
 
