@@ -110,10 +110,34 @@ struct Norm<W> {
     r: W,
 }
 
+/// Stores the parts `hi + lo` of every value, in order.
+#[inline(always)]
+fn fill_parts<W: Wide>(
+    hi: &mut Vec<f64>,
+    lo: &mut Vec<f64>,
+    values: impl ExactSizeIterator<Item = W>,
+) {
+    let n = values.len();
+    hi.resize(n, 0.0);
+    if !W::HAS_LO {
+        hi.iter_mut()
+            .zip(values)
+            .for_each(|(h, v)| *h = v.parts().0);
+        return;
+    }
+    lo.resize(n, 0.0);
+    for ((h, l), v) in hi.iter_mut().zip(lo.iter_mut()).zip(values) {
+        (*h, *l) = v.parts();
+    }
+}
+
 /// The sum of the values `hi_i + lo_i`: a compensated sum of each part.
 #[inline(always)]
 fn sum_parts<W: Wide>(hi: &[f64], lo: &[f64]) -> W {
     let (h1, l1) = compensated_sum(hi, |v| v);
+    if !W::HAS_LO {
+        return W::from_parts(h1, l1);
+    }
     let (h2, l2) = compensated_sum(lo, |v| v);
     W::from_parts(h1, l1).add(W::from_parts(h2, l2))
 }
@@ -138,15 +162,9 @@ fn recompute<F: Float>(
     let (hi, lo) = compensated_sum(x, |v| v * scale);
     let mean = W::<F>::from_parts(hi, lo).div(n);
     s.xhat.clear();
-    s.hi.clear();
-    s.lo.clear();
-    for v in x {
-        let d = W::<F>::of(v.wide() * scale).sub(mean);
-        s.xhat.push(d);
-        let (h, l) = d.mul(d).parts();
-        s.hi.push(h);
-        s.lo.push(l);
-    }
+    s.xhat
+        .extend(x.iter().map(|v| W::<F>::of(v.wide() * scale).sub(mean)));
+    fill_parts(&mut s.hi, &mut s.lo, s.xhat.iter().map(|d| d.mul(*d)));
     let var = sum_parts::<W<F>>(&s.hi, &s.lo).div(n);
     if var.round() == 0.0 {
         // Every deviation is exactly 0 (a nonzero scaled deviation has a square in range): a
@@ -233,35 +251,27 @@ pub(crate) fn backward_row<F: Float>(
         ),
         None => s.g.extend(dy.iter().map(|d| W::<F>::of(d.wide()))),
     }
-    let split = |s: &mut BackwardScratch<W<F>>, v: &dyn Fn(usize) -> W<F>| {
-        s.hi.clear();
-        s.lo.clear();
-        for i in 0..n {
-            let (h, l) = v(i).parts();
-            s.hi.push(h);
-            s.lo.push(l);
-        }
-    };
-    let g = std::mem::take(&mut s.g);
-    let xhat = std::mem::take(&mut s.xhat);
-    split(s, &|i| g[i]);
+    let (g, xhat) = (&s.g, &s.xhat);
+    fill_parts(&mut s.hi, &mut s.lo, g.iter().copied());
     let mean_g = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
-    split(s, &|i| g[i].mul(xhat[i]));
+    fill_parts(
+        &mut s.hi,
+        &mut s.lo,
+        g.iter().zip(xhat).map(|(g, x)| g.mul(*x)),
+    );
     let mean_gx = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
-    for ((dx, g), xhat) in dx.iter_mut().zip(&g).zip(&xhat) {
+    for ((dx, g), xhat) in dx.iter_mut().zip(g).zip(xhat) {
         let t = g.sub(mean_g).sub(xhat.mul(mean_gx));
         *dx = F::narrow(t.mul(r).round() * scale);
     }
     if let Some(acc) = sums.gamma {
         acc.add_parts(
             dy.iter()
-                .zip(&xhat)
+                .zip(xhat)
                 .map(|(d, xh)| W::<F>::of(d.wide()).mul(*xh).parts()),
         );
     }
     if let Some(acc) = sums.beta {
         acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
     }
-    s.g = g;
-    s.xhat = xhat;
 }

@@ -11,6 +11,8 @@ use super::sum::two_sum;
 
 /// The arithmetic the backward kernel needs.
 pub trait Wide: Copy + Send + Sync {
+    /// Whether values have a low part at all (`false` for plain `f64`).
+    const HAS_LO: bool;
     /// `v` exactly.
     fn of(v: f64) -> Self;
     /// The unevaluated sum `hi + lo` (normalized).
@@ -32,6 +34,7 @@ pub trait Wide: Copy + Send + Sync {
 }
 
 impl Wide for f64 {
+    const HAS_LO: bool = false;
     #[inline(always)]
     fn of(v: f64) -> Self {
         v
@@ -107,6 +110,7 @@ impl DoubleF64 {
 }
 
 impl Wide for DoubleF64 {
+    const HAS_LO: bool = true;
     #[inline(always)]
     fn of(v: f64) -> Self {
         DoubleF64 { hi: v, lo: 0.0 }
