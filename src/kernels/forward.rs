@@ -7,7 +7,8 @@
 
 use multiversion::multiversion;
 
-use super::moments::{row_stats, Plan, RowStats};
+use super::moments::{row_stats, short_rows_stats, transpose_rows, Plan, RowStats, BATCH};
+use super::sum::SHORT;
 use crate::float::Float;
 
 /// Normalizes the consecutive rows of length `n` in `x` into `y`, and calls
@@ -29,11 +30,12 @@ pub(crate) fn normalize_rows<F: Float, T>(
     if n == 0 {
         return slots.iter_mut().for_each(|s| record(s, &RowStats::nan()));
     }
-    for ((x, y), slot) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(slots) {
-        let stats = row_stats(x, eps);
+    let mut rows = y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(slots);
+    for_each_stats(x, n, eps, |stats| {
+        let ((y, x), slot) = rows.next().expect("one row per statistics");
         write_row(Some(x), y, &stats.plan, gamma, beta);
-        record(slot, &stats);
-    }
+        record(slot, stats);
+    });
 }
 
 /// Normalizes the consecutive rows of length `n` in `y` in place (see [`normalize_rows`]).
@@ -51,10 +53,15 @@ pub(crate) fn normalize_rows_inplace<F: Float, T>(
     if n == 0 {
         return slots.iter_mut().for_each(|s| record(s, &RowStats::nan()));
     }
-    for (y, slot) in y.chunks_exact_mut(n).zip(slots) {
-        let stats = row_stats(y, eps);
-        write_row(None, y, &stats.plan, gamma, beta);
-        record(slot, &stats);
+    // Statistics of a batch of rows first, then the rows are overwritten.
+    for (y, slots) in y.chunks_mut(BATCH * n).zip(slots.chunks_mut(BATCH)) {
+        let mut stats = [RowStats::nan(); BATCH];
+        let stats = &mut stats[..slots.len()];
+        block_stats(y, n, eps, stats);
+        for ((y, slot), stats) in y.chunks_exact_mut(n).zip(slots).zip(stats.iter()) {
+            write_row(None, y, &stats.plan, gamma, beta);
+            record(slot, stats);
+        }
     }
 }
 
@@ -70,8 +77,32 @@ pub(crate) fn rows_moments<F: Float, T>(
     if n == 0 {
         return slots.iter_mut().for_each(|s| record(s, &RowStats::nan()));
     }
-    for (x, slot) in x.chunks_exact(n).zip(slots) {
-        record(slot, &row_stats(x, 0.0));
+    let mut slots = slots.iter_mut();
+    for_each_stats(x, n, 0.0, |stats| {
+        record(slots.next().expect("one slot per row"), stats)
+    });
+}
+
+/// The statistics of up to [`BATCH`] consecutive rows of length `n` (one per element of `out`).
+#[inline(always)]
+fn block_stats<F: Float>(x: &[F], n: usize, eps: f64, out: &mut [RowStats]) {
+    if n <= SHORT {
+        short_rows_stats(&transpose_rows(x, n), x, eps, out);
+    } else {
+        for (out, row) in out.iter_mut().zip(x.chunks_exact(n)) {
+            *out = row_stats(row, eps);
+        }
+    }
+}
+
+/// Calls `f` with the statistics of every row of length `n` of `x`, in order.
+#[inline(always)]
+fn for_each_stats<F: Float>(x: &[F], n: usize, eps: f64, mut f: impl FnMut(&RowStats)) {
+    let mut stats = [RowStats::nan(); BATCH];
+    for chunk in x.chunks(BATCH * n) {
+        let stats = &mut stats[..chunk.len() / n];
+        block_stats(chunk, n, eps, stats);
+        stats.iter().for_each(&mut f);
     }
 }
 

@@ -9,7 +9,7 @@
 //! sum of squares that overflows or underflows (values near `1e300` or `1e-300`, or a constant
 //! row), are recomputed on the row scaled by a power of two, which is exact.
 
-use super::sum::{compensated_sum, div_by_len};
+use super::sum::{accumulate, compensated_sum, div_by_len, two_sum, SHORT};
 use crate::float::Float;
 
 /// A sum of squares in `[TINY, HUGE]` is safe: nothing overflowed, and whatever underflowed
@@ -113,21 +113,103 @@ pub(crate) fn row_stats<F: Float>(x: &[F], eps: f64) -> RowStats {
         d * d
     });
     if (TINY..=HUGE).contains(&sq_hi) {
-        let var = div_by_len(sq_hi, sq_lo, n);
-        let s = (var + eps).sqrt();
-        return RowStats {
-            mean,
-            var,
-            rstd: 1.0 / s,
-            plan: Plan {
-                scale: 1.0,
-                shift: mean,
-                den: s,
-                post: 1.0,
-            },
-        };
+        return fast_stats(mean, sq_hi, sq_lo, n, eps);
     }
     scaled_row_stats(x, mean, eps)
+}
+
+/// The statistics of a row whose sum of squares `sq_hi + sq_lo` is in range.
+#[inline(always)]
+fn fast_stats(mean: f64, sq_hi: f64, sq_lo: f64, n: usize, eps: f64) -> RowStats {
+    let var = div_by_len(sq_hi, sq_lo, n);
+    let s = (var + eps).sqrt();
+    RowStats {
+        mean,
+        var,
+        rstd: 1.0 / s,
+        plan: Plan {
+            scale: 1.0,
+            shift: mean,
+            den: s,
+            post: 1.0,
+        },
+    }
+}
+
+/// Rows per batch of [`short_rows_stats`].
+pub(crate) const BATCH: usize = 64;
+
+/// Up to [`BATCH`] consecutive rows of length `n <= SHORT` of `x`, transposed: column `i`,
+/// lane `r` holds `x[r][i]` in `f64`; lanes past the last row hold 0.
+pub(crate) fn transpose_rows<F: Float>(x: &[F], n: usize) -> Vec<[f64; BATCH]> {
+    debug_assert!(n > 0 && n <= SHORT && x.len() <= BATCH * n && x.len().is_multiple_of(n));
+    let mut xt = vec![[0.0f64; BATCH]; n];
+    for (r, row) in x.chunks_exact(n).enumerate() {
+        for (col, v) in xt.iter_mut().zip(row) {
+            col[r] = v.wide();
+        }
+    }
+    xt
+}
+
+/// The statistics of up to [`BATCH`] rows of length `n <= SHORT`, given transposed
+/// ([`transpose_rows`]) in `xt` and as rows in `x`, into `out` (one per row): the same
+/// operations as [`row_stats`], in the same order, on all rows at once (row `r` in lane `r`),
+/// so that they vectorize across rows. Rows that leave the fast path (a non-finite value, a sum
+/// of squares out of range) are redone by [`row_stats`].
+#[inline(always)]
+pub(crate) fn short_rows_stats<F: Float>(
+    xt: &[[f64; BATCH]],
+    x: &[F],
+    eps: f64,
+    out: &mut [RowStats],
+) {
+    let n = xt.len();
+    debug_assert_eq!(x.len(), out.len() * n);
+    let mut hi = [0.0f64; BATCH];
+    let mut lo = [0.0f64; BATCH];
+    for col in xt {
+        for r in 0..BATCH {
+            accumulate(&mut hi[r], &mut lo[r], col[r]);
+        }
+    }
+    let mut mean = [0.0f64; BATCH];
+    for r in 0..BATCH {
+        let (h, l) = two_sum(hi[r], lo[r]);
+        mean[r] = div_by_len(h, l, n);
+    }
+    let (mut hi, mut lo) = ([0.0f64; BATCH], [0.0f64; BATCH]);
+    for col in xt {
+        for r in 0..BATCH {
+            let d = col[r] - mean[r];
+            accumulate(&mut hi[r], &mut lo[r], d * d);
+        }
+    }
+    let (mut var, mut s) = ([0.0f64; BATCH], [0.0f64; BATCH]);
+    let mut fast = [false; BATCH];
+    for r in 0..BATCH {
+        let (sq_hi, sq_lo) = two_sum(hi[r], lo[r]);
+        fast[r] = mean[r].is_finite() && (TINY..=HUGE).contains(&sq_hi);
+        var[r] = div_by_len(sq_hi, sq_lo, n);
+        s[r] = (var[r] + eps).sqrt();
+    }
+    for (r, (out, row)) in out.iter_mut().zip(x.chunks_exact(n)).enumerate() {
+        *out = if fast[r] {
+            RowStats {
+                mean: mean[r],
+                var: var[r],
+                rstd: 1.0 / s[r],
+                plan: Plan {
+                    scale: 1.0,
+                    shift: mean[r],
+                    den: s[r],
+                    post: 1.0,
+                },
+            }
+        } else {
+            row_stats(row, eps)
+        };
+    }
 }
 
 /// The mean of a row of finite values whose sum overflows: the same compensated sum of the row

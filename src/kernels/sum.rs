@@ -14,8 +14,9 @@ use crate::float::Float;
 const LANES: usize = 64;
 /// The lanes are folded down to this many before the final sequential merge.
 const FOLD: usize = 8;
-/// Rows up to this long are summed sequentially, element by element.
-const SHORT: usize = 16;
+/// Rows up to this long are summed sequentially, element by element (and, in blocks of rows,
+/// many rows at once: see `moments::short_rows_stats`).
+pub(crate) const SHORT: usize = 64;
 
 /// Knuth's TwoSum: `s + e == a + b` exactly, with `s = fl(a + b)`. Branch-free, 6 flops.
 #[inline(always)]
