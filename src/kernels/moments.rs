@@ -325,6 +325,36 @@ mod tests {
     }
 
     #[test]
+    fn rows_batched_across_lanes_get_the_bits_they_get_alone() {
+        // Pseudo-random rows of every short length, with a few that leave the fast path.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        for n in 1..=SHORT {
+            for rows in [1, 7, BATCH] {
+                let mut x: Vec<f64> = (0..rows * n).map(|_| next() * 10.0 + 3.0).collect();
+                x[0] = 1e-310; // a row that takes the rescaling path
+                if rows > 2 {
+                    x[n..2 * n].iter_mut().for_each(|v| *v = 0.25); // a constant row
+                }
+                let mut batched = vec![RowStats::nan(); rows];
+                short_rows_stats(&transpose_rows(&x, n), &x, 1e-5, &mut batched);
+                for (row, got) in x.chunks_exact(n).zip(&batched) {
+                    let alone = row_stats(row, 1e-5);
+                    assert_eq!(got.mean.to_bits(), alone.mean.to_bits());
+                    assert_eq!(got.var.to_bits(), alone.var.to_bits());
+                    assert_eq!(got.rstd.to_bits(), alone.rstd.to_bits());
+                    assert_eq!(got.plan, alone.plan);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn constant_rows_take_the_exact_zero_plan() {
         for &c in &[0.0f64, 0.1, -3.7, 1e6 + 0.1, 1e-300, 1e300, f64::MAX] {
             for eps in [0.0, 1e-5] {
