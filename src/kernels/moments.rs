@@ -141,6 +141,7 @@ pub(crate) const BATCH: usize = 64;
 
 /// Up to [`BATCH`] consecutive rows of length `n <= SHORT` of `x`, transposed: column `i`,
 /// lane `r` holds `x[r][i]` in `f64`; lanes past the last row hold 0.
+#[inline(always)]
 pub(crate) fn transpose_rows<F: Float>(x: &[F], n: usize) -> Vec<[f64; BATCH]> {
     debug_assert!(n > 0 && n <= SHORT && x.len() <= BATCH * n && x.len().is_multiple_of(n));
     let mut xt = vec![[0.0f64; BATCH]; n];
