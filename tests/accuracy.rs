@@ -13,7 +13,7 @@ mod common;
 use std::cmp::Ordering;
 
 use common::exact::{
-    forward_units, mean_rounding_units, ulp_units, Approx, Dyadic, ExactRow, Format,
+    forward_units, mean_rounding_units, spec_var_f64, ulp_units, Approx, Dyadic, ExactRow, Format,
 };
 use ndarray::{Array1, Array2};
 use ndarray_layernorm::{moments, Float, LayerNorm};
@@ -707,22 +707,11 @@ fn check_moments<F: Float>(mean_t: &mut Tally, var_t: &mut Tally, x: &Array2<F>,
             // each square rounded once, the sum divided by n and rounded once. That is what
             // must come out correctly rounded; its distance from the exact variance is measured
             // by `moments_var_f64_is_close_to_the_exact_variance`.
-            Format::F64 => spec_var(&values, &mean),
+            Format::F64 => spec_var_f64(&values, &mean),
         };
         let units = ulp_units(wide(m.var[r]), &var, format::<F>());
         var_t.check(units, tol, detail("var", m.var[r], &var));
     }
-}
-
-/// The exact value of `sum(fl(fl(x_i - m)^2)) / n`, with `m` the exact mean rounded to `f64`
-/// (round to nearest, by `num-rational`): the variance as the contract defines it for `f64`.
-fn spec_var(values: &[f64], mean: &BigRational) -> BigRational {
-    let m = mean.to_f64().expect("finite mean");
-    let sum = values.iter().fold(Dyadic::zero(), |acc, &x| {
-        let d = x - m;
-        acc.add(&Dyadic::from_f64(d * d))
-    });
-    sum.to_rational() / BigRational::from(BigInt::from(values.len()))
 }
 
 /// Which statistic a moments test asserts.

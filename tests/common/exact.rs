@@ -457,3 +457,15 @@ pub fn mean_rounding_units(mean: &BigRational, var: &BigRational, eps: f64, form
     let s = s2.to_f64().expect("finite ratio").sqrt();
     s + s * s * format.epsilon() / 2.0
 }
+
+/// The exact value of `sum(fl(fl(x_i - m)^2)) / n` with `m` the exact mean rounded to `f64`
+/// (round to nearest, by `num-rational`): the variance as the contract defines it for `f64`
+/// input (the deviations and their squares each rounded once), before its final rounding.
+pub fn spec_var_f64(values: &[f64], mean: &BigRational) -> BigRational {
+    let m = mean.to_f64().expect("finite mean");
+    let sum = values.iter().fold(Dyadic::zero(), |acc, &x| {
+        let d = x - m;
+        acc.add(&Dyadic::from_f64(d * d))
+    });
+    sum.to_rational() / BigRational::from(BigInt::from(values.len()))
+}
