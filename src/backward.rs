@@ -59,9 +59,13 @@ impl<F: Float> LayerNorm<F> {
     /// dbeta  = sum over rows of dy
     /// ```
     ///
-    /// The statistics are recomputed from `x` exactly as [`forward`](Self::forward) computes
-    /// them; [`backward_with_stats`](Self::backward_with_stats) reuses saved ones instead. The
-    /// result is bitwise the same for every layout of `x` and `dy`.
+    /// The statistics are recomputed from `x` in twice the precision of the data (`f64` for
+    /// `f32` input, double-double for `f64` input), and so are `xhat`, `g` and both means: the
+    /// subtraction in `dx`, whose terms can be far larger than its result, costs nothing
+    /// visible, and each gradient is within about half a unit of `F::EPSILON * max(1, |exact|)`
+    /// (measured against exact arithmetic in the tests). [`backward_with_stats`](Self::backward_with_stats)
+    /// reuses saved statistics instead. The result is bitwise the same for every layout of `x`
+    /// and `dy`.
     ///
     /// A row of one element has an input gradient of exactly 0; so does a constant row when
     /// `eps == 0` (where the true gradient does not exist). A NaN or an infinity in a row of `x`
