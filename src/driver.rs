@@ -10,7 +10,10 @@
 //! bitwise identical for every layout, and, because the blocks are fixed, for every number of
 //! threads (see [`crate::parallel`]).
 
-use ndarray::{ArrayRef, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Dimension, Ix2};
+use ndarray::{
+    ArrayBase, ArrayRef, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Dimension, Ix2, IxDyn,
+    RawData,
+};
 use num_traits::Zero;
 
 use crate::parallel;
@@ -41,21 +44,7 @@ fn rows_view<F, D: Dimension>(x: &ArrayRef<F, D>) -> Option<ArrayView2<'_, F>> {
     if x.is_empty() {
         return ArrayView2::from_shape(rows_by_len(x.shape()), &[]).ok();
     }
-    let mut v = x.view().into_dyn();
-    let nd = v.ndim();
-    debug_assert!(nd > 0);
-    if nd == 1 {
-        v.insert_axis_inplace(Axis(0));
-    }
-    for k in 0..nd.saturating_sub(2) {
-        if !v.merge_axes(Axis(k), Axis(k + 1)) && v.len_of(Axis(k)) > 1 {
-            return None;
-        }
-    }
-    while v.ndim() > 2 {
-        v.index_axis_inplace(Axis(0), 0);
-    }
-    v.into_dimensionality::<Ix2>().ok()
+    merge_leading_axes(x.view().into_dyn())
 }
 
 /// The mutable counterpart of [`rows_view`].
@@ -63,9 +52,14 @@ fn rows_view_mut<F, D: Dimension>(x: &mut ArrayRef<F, D>) -> Option<ArrayViewMut
     if x.is_empty() {
         return ArrayViewMut2::from_shape(rows_by_len(x.shape()), &mut []).ok();
     }
-    let mut v = x.view_mut().into_dyn();
+    merge_leading_axes(x.view_mut().into_dyn())
+}
+
+/// A non-empty view (of at least one axis) with its leading axes merged into one, in logical
+/// row-major order, or `None` if their strides do not allow it.
+fn merge_leading_axes<S: RawData>(mut v: ArrayBase<S, IxDyn>) -> Option<ArrayBase<S, Ix2>> {
     let nd = v.ndim();
-    debug_assert!(nd > 0);
+    debug_assert!(nd > 0 && !v.is_empty());
     if nd == 1 {
         v.insert_axis_inplace(Axis(0));
     }
