@@ -3,7 +3,7 @@
 use multiversion::multiversion;
 
 use super::moments::{exponent, pow2};
-use super::sum::{accumulate, compensated_sum, two_sum};
+use super::sum::{accumulate, compensated_sum, compensated_sum_zip, two_sum};
 use super::wide::Wide;
 use crate::float::private::Sealed;
 use crate::float::Float;
@@ -131,6 +131,24 @@ fn fill_parts<W: Wide>(
     }
 }
 
+/// The compensated sum of `op(a_i, b_i)` in the working precision: straight from the slices
+/// when the values are plain `f64`, else through their parts (stored in `hi` and `lo`).
+#[inline(always)]
+fn sum_zip<W: Wide>(
+    a: &[W],
+    b: &[W],
+    op: impl Fn(W, W) -> W,
+    hi: &mut Vec<f64>,
+    lo: &mut Vec<f64>,
+) -> W {
+    if let (Some(pa), Some(pb)) = (W::as_plain(a), W::as_plain(b)) {
+        let (h, l) = compensated_sum_zip(pa, pb, |x, y| op(W::of(x), W::of(y)).round());
+        return W::from_parts(h, l);
+    }
+    fill_parts(hi, lo, a.iter().zip(b).map(|(x, y)| op(*x, *y)));
+    sum_parts(hi, lo)
+}
+
 /// The sum of the values `hi_i + lo_i`: a compensated sum of each part.
 #[inline(always)]
 fn sum_parts<W: Wide>(hi: &[f64], lo: &[f64]) -> W {
@@ -152,7 +170,13 @@ fn recompute<F: Float>(
 ) -> Option<Norm<F::Wide>> {
     type W<F> = <F as Sealed>::Wide;
     let n = W::<F>::of(x.len() as f64);
-    let amax = x.iter().fold(0.0f64, |a, v| a.max(v.wide().abs()));
+    // Plain f64 (f32 input) never needs rescaling: the squares of f32 deviations stay far
+    // inside the f64 range.
+    let amax = if W::<F>::HAS_LO {
+        x.iter().fold(0.0f64, |a, v| a.max(v.wide().abs()))
+    } else {
+        1.0
+    };
     let k = if amax == 0.0 || !amax.is_finite() || (SAFE_LO..=SAFE_HI).contains(&amax) {
         0
     } else {
@@ -164,8 +188,7 @@ fn recompute<F: Float>(
     s.xhat.clear();
     s.xhat
         .extend(x.iter().map(|v| W::<F>::of(v.wide() * scale).sub(mean)));
-    fill_parts(&mut s.hi, &mut s.lo, s.xhat.iter().map(|d| d.mul(*d)));
-    let var = sum_parts::<W<F>>(&s.hi, &s.lo).div(n);
+    let var = sum_zip(&s.xhat, &s.xhat, |d, _| d.mul(d), &mut s.hi, &mut s.lo).div(n);
     if var.round() == 0.0 {
         // Every deviation is exactly 0 (a nonzero scaled deviation has a square in range): a
         // constant row. With eps == 0 its gradient is defined as 0; otherwise xhat = 0 and

@@ -31,6 +31,8 @@ pub trait Wide: Copy + Send + Sync {
     fn div(self, o: Self) -> Self;
     /// The square root.
     fn sqrt(self) -> Self;
+    /// The values as plain `f64`, when that is what they are.
+    fn as_plain(values: &[Self]) -> Option<&[f64]>;
 }
 
 impl Wide for f64 {
@@ -70,6 +72,10 @@ impl Wide for f64 {
     #[inline(always)]
     fn sqrt(self) -> Self {
         f64::sqrt(self)
+    }
+    #[inline(always)]
+    fn as_plain(values: &[Self]) -> Option<&[f64]> {
+        Some(values)
     }
 }
 
@@ -167,6 +173,10 @@ impl Wide for DoubleF64 {
         let (p, e) = two_prod(s, s);
         let r = (((self.hi - p) - e) + self.lo) / (2.0 * s);
         DoubleF64::new(s, r)
+    }
+    #[inline(always)]
+    fn as_plain(_: &[Self]) -> Option<&[f64]> {
+        None
     }
 }
 
