@@ -57,7 +57,8 @@
 //! loss with respect to the input and, where the layer has them, gamma and beta, in the centred
 //! form `dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps)`, `g = dy * gamma`,
 //! evaluated in twice the precision of the data (double-double for `f64`), so that the
-//! gradients stay within about half a unit of the exact ones even where the terms cancel.
+//! gradients stay within a few units (half a unit for `f64`) of the exact ones even where the
+//! terms cancel.
 //!
 //! # Speed
 //! Rows are processed in blocks, by kernels compiled for several instruction sets (SSE2, AVX2,
