@@ -10,14 +10,26 @@
 //! exact value (0.5 = correctly rounded). All random generators are seeded: the output is
 //! reproducible.
 
+// The reference, the bounds of the test and the helpers shared with it, at the crate root as
+// `tests/common/mod.rs` declares them (they refer to each other as `super::...`).
 #[allow(dead_code)] // The tests use more of the reference than this example.
 #[path = "../tests/common/exact.rs"]
 mod exact;
+#[allow(dead_code)]
+#[path = "../tests/common/forward_bounds.rs"]
+mod forward_bounds;
+#[allow(dead_code)]
+#[path = "../tests/common/harness.rs"]
+mod harness;
 
-use exact::{forward_units, mean_rounding_units, spec_var_f64, ulp_units, ExactRow, Format};
+use exact::{forward_units, spec_var_f64, ulp_units, ExactRow, Format};
+use forward_bounds::{affine_tol, f64_forward_tol, forward_tol, moment_ulps, Elem, RowRef};
+use harness::{
+    bits, flag, format, integers, normal, of, offset, random, scaled, scales, sci, wide, Kind,
+    RowGen,
+};
 use ndarray::{Array1, Array2};
 use ndarray_layernorm::{moments, Float, LayerNorm};
-use ndarray_rand::rand_distr::StandardNormal;
 use num_rational::BigRational;
 use num_traits::{ToPrimitive, Zero};
 use rand::rngs::StdRng;
@@ -34,113 +46,16 @@ const SOME_LENGTHS: [usize; 9] = [1, 2, 3, 7, 8, 9, 17, 768, 1000];
 const ROWS: usize = 60;
 const SHORT_ROWS: usize = 2000;
 
-fn of<F: Float>(v: f64) -> F {
-    F::from_f64(v).expect("representable")
-}
-
-fn wide<F: Float>(v: F) -> f64 {
-    v.to_f64().expect("f32/f64 converts")
-}
-
-fn format<F: Float>() -> Format {
-    if wide(F::epsilon()) == f64::EPSILON {
-        Format::F64
-    } else {
-        Format::F32
-    }
-}
-
-fn normal(rng: &mut StdRng) -> f64 {
-    rng.sample(StandardNormal)
-}
-
 /// Number of rows of length `n` to draw.
 fn rows_for(n: usize) -> usize {
     (SHORT_ROWS / n).clamp(ROWS, SHORT_ROWS)
 }
 
 // ----------------------------------------------------------------------------------------------
-// Row generators (the same distributions as tests/accuracy.rs).
-
-type Gen = Box<dyn Fn(&mut StdRng, usize) -> Vec<f64>>;
-
-/// `N(mu, sigma)`, `sigma = 2^U(-8, 8)`, `|mu| <= sigma / 2`.
-fn random_normal() -> Gen {
-    Box::new(|rng, n| {
-        let scale = 2f64.powf(rng.random_range(-8.0..8.0));
-        let mu = scale * rng.random_range(-0.5..0.5);
-        (0..n).map(|_| mu + scale * normal(rng)).collect()
-    })
-}
-
-/// `U(-s, s)`, `s = 2^U(-8, 8)`.
-fn random_uniform() -> Gen {
-    Box::new(|rng, n| {
-        let scale = 2f64.powf(rng.random_range(-8.0..8.0));
-        (0..n)
-            .map(|_| scale * rng.random_range(-1.0..1.0))
-            .collect()
-    })
-}
-
-/// Integers in `-3..=3`.
-fn random_integers() -> Gen {
-    Box::new(|rng, n| {
-        (0..n)
-            .map(|_| f64::from(rng.random_range(-3..=3)))
-            .collect()
-    })
-}
-
-/// `±offset + sigma * N(0, 1)`.
-fn offset(offset: f64, sigma: f64) -> Gen {
-    Box::new(move |rng, n| {
-        let offset = if rng.random::<bool>() {
-            offset
-        } else {
-            -offset
-        };
-        (0..n).map(|_| offset + sigma * normal(rng)).collect()
-    })
-}
-
-/// `scale * N(0, 1)`.
-fn scaled(scale: f64) -> Gen {
-    Box::new(move |rng, n| (0..n).map(|_| scale * normal(rng)).collect())
-}
-
-/// `2^U{-e..=e} * N(0, 1)`, one scale per row.
-fn scales(e: i32) -> Gen {
-    Box::new(move |rng, n| {
-        let scale = 2f64.powi(rng.random_range(-e..=e));
-        (0..n).map(|_| scale * normal(rng)).collect()
-    })
-}
-
-/// Random sign and significand, biased exponent uniform in `0..=max_biased` (0: subnormal).
-fn bits<F: Float>(max_biased: u64) -> Gen {
-    Box::new(move |rng, n| {
-        (0..n)
-            .map(|_| {
-                let sign = u64::from(rng.random::<bool>());
-                let e = rng.random_range(0..=max_biased);
-                match format::<F>() {
-                    Format::F32 => {
-                        let frac = rng.random_range(0..1u64 << 23);
-                        f64::from(f32::from_bits(((sign << 31) | (e << 23) | frac) as u32))
-                    }
-                    Format::F64 => {
-                        let frac = rng.random_range(0..1u64 << 52);
-                        f64::from_bits((sign << 63) | (e << 52) | frac)
-                    }
-                }
-            })
-            .collect()
-    })
-}
+// Rows (the distributions of tests/accuracy.rs, from tests/common/harness.rs).
 
 /// Rows from `gen` for every length of `lengths`, rounded to `F`, as `f64` values.
-fn draw<F: Float>(rng: &mut StdRng, gen: &Gen, lengths: &[usize]) -> Vec<Vec<f64>> {
+fn draw<F: Float>(rng: &mut StdRng, gen: &RowGen, lengths: &[usize]) -> Vec<Vec<f64>> {
     let mut rows = Vec::new();
     for &n in lengths {
         for _ in 0..rows_for(n) {
@@ -167,16 +82,6 @@ struct Forward {
     max_offset: f64,
     /// Largest `error / bound`, with the bound asserted by `tests/accuracy.rs`.
     max_ratio: f64,
-}
-
-/// The `f64` forward bound of `tests/accuracy.rs`: 2 units on rows with `|mean| <= std`, plus
-/// the effect of the rounding of the mean on the others.
-fn f64_bound(mean: &BigRational, var: &BigRational, eps: f64) -> f64 {
-    if var.is_zero() || mean * mean <= *var {
-        2.0
-    } else {
-        2.0 + mean_rounding_units(mean, var, eps, Format::F64)
-    }
 }
 
 /// Runs `forward` (with random gamma in `[-2, 2)` and beta `N(0, 1)` if `affine`) on every row
@@ -210,10 +115,10 @@ fn forward<F: Float>(rng: &mut StdRng, rows: &[Vec<f64>], eps: f64, affine: bool
             let ratio2 = (&mean * &mean / var_eps).to_f64().expect("finite");
             m.max_offset = m.max_offset.max(0.5 * ratio2.sqrt());
         }
-        let row_bound = match fmt {
-            Format::F32 => 1.0,
-            // 2 units on centered and constant rows, more on offset rows.
-            Format::F64 => f64_bound(&mean, &var, eps),
+        // The test's bound (for f64 rows: 2 units on centered and constant rows, more on offset
+        // rows), computed for every row as the test does.
+        let row_ref = RowRef {
+            f64_bound: f64_forward_tol(&mean, &var, eps),
         };
         let ys = exact.normalized(eps);
         m.rows += 1;
@@ -222,17 +127,24 @@ fn forward<F: Float>(rng: &mut StdRng, rows: &[Vec<f64>], eps: f64, affine: bool
             let (units, bound) = match (&gamma, &beta) {
                 (Some(g), Some(b)) => {
                     let z = y_exact.affine(g[i], b[i]);
-                    let units = forward_units(wide(c), &z, fmt);
-                    // tests/accuracy.rs, affine_tol: (t + 1/2) kappa + 1/2 for f64.
-                    let kappa =
-                        g[i].abs() * y_exact.to_f64().abs().max(1.0) / z.to_f64().abs().max(1.0);
-                    let bound = match fmt {
-                        Format::F32 => row_bound,
-                        Format::F64 => (row_bound + 0.5) * kappa + 0.5 + 1e-9,
+                    let elem = Elem {
+                        y: y_exact.to_f64(),
+                        gamma: g[i],
+                        z: z.to_f64(),
                     };
-                    (units, bound)
+                    let units = forward_units(wide(c), &z, fmt);
+                    (units, affine_tol::<F>(&row_ref, &elem))
                 }
-                _ => (forward_units(wide(c), y_exact, fmt), row_bound),
+                _ => {
+                    let y = y_exact.to_f64();
+                    let elem = Elem {
+                        y,
+                        gamma: 1.0,
+                        z: y,
+                    };
+                    let units = forward_units(wide(c), y_exact, fmt);
+                    (units, forward_tol::<F>(&row_ref, &elem))
+                }
             };
             m.values += 1;
             m.sum += units;
@@ -249,7 +161,7 @@ fn forward<F: Float>(rng: &mut StdRng, rows: &[Vec<f64>], eps: f64, affine: bool
 fn forward_line<F: Float>(
     rng: &mut StdRng,
     name: &str,
-    gen: &Gen,
+    gen: &RowGen,
     lengths: &[usize],
     eps: f64,
     affine: bool,
@@ -275,26 +187,6 @@ fn forward_line<F: Float>(
     );
 }
 
-/// A compact number: fixed for moderate values, scientific otherwise.
-fn sci(v: f64) -> String {
-    if v == 0.0 {
-        "0".to_string()
-    } else if (1e-3..1e4).contains(&v) {
-        format!("{v:.3}")
-    } else {
-        format!("{v:.2e}")
-    }
-}
-
-/// `error / bound`, flagged when the bound is exceeded.
-fn flag(ratio: f64) -> String {
-    if ratio <= 1.0 {
-        sci(ratio)
-    } else {
-        format!("**{}** ✗", sci(ratio))
-    }
-}
-
 fn forward_table<F: Float>(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (tiny, huge, tiny_name, huge_name, max_biased) = match format::<F>() {
@@ -303,9 +195,9 @@ fn forward_table<F: Float>(seed: u64) {
     };
     for eps in [1e-5, 0.0] {
         for (name, gen) in [
-            ("random normal", random_normal()),
-            ("random uniform", random_uniform()),
-            ("random integers -3..=3", random_integers()),
+            ("random normal", random(Kind::Normal)),
+            ("random uniform", random(Kind::Uniform)),
+            ("random integers -3..=3", integers()),
         ] {
             forward_line::<F>(&mut rng, name, &gen, &LENGTHS, eps, false);
         }
@@ -331,8 +223,8 @@ fn forward_table<F: Float>(seed: u64) {
     for (name, gen) in [
         (tiny_name, scaled(tiny)),
         (huge_name, scaled(huge)),
-        ("subnormal", bits::<F>(0)),
-        ("mixed exponents (all finite)", bits::<F>(max_biased)),
+        ("subnormal", bits::<F>(0..=0)),
+        ("mixed exponents (all finite)", bits::<F>(0..=max_biased)),
     ] {
         for eps in [0.0, 1e-5] {
             forward_line::<F>(&mut rng, name, &gen, &SOME_LENGTHS, eps, false);
@@ -340,8 +232,8 @@ fn forward_table<F: Float>(seed: u64) {
     }
     for eps in [1e-5, 0.0] {
         for (name, gen) in [
-            ("affine, random normal", random_normal()),
-            ("affine, random uniform", random_uniform()),
+            ("affine, random normal", random(Kind::Normal)),
+            ("affine, random uniform", random(Kind::Uniform)),
         ] {
             forward_line::<F>(&mut rng, name, &gen, &LENGTHS, eps, true);
         }
@@ -351,12 +243,9 @@ fn forward_table<F: Float>(seed: u64) {
 // ----------------------------------------------------------------------------------------------
 // Moments.
 
-fn moments_line<F: Float>(rng: &mut StdRng, name: &str, gen: &Gen, lengths: &[usize]) {
+fn moments_line<F: Float>(rng: &mut StdRng, name: &str, gen: &RowGen, lengths: &[usize]) {
     let fmt = format::<F>();
-    let tol = match fmt {
-        Format::F32 => 0.5 + 2f64.powi(-29),
-        Format::F64 => 0.5,
-    };
+    let tol = moment_ulps::<F>();
     let rows = draw::<F>(rng, gen, lengths);
     let (mut mean_max, mut mean_sum, mut var_max, mut var_sum) = (0f64, 0.0, 0f64, 0.0);
     let (mut mean_over, mut var_over) = (0, 0);
@@ -397,9 +286,9 @@ fn moments_line<F: Float>(rng: &mut StdRng, name: &str, gen: &Gen, lengths: &[us
 fn moments_table<F: Float>(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     for (name, gen) in [
-        ("random normal", random_normal()),
-        ("random uniform", random_uniform()),
-        ("random integers -3..=3", random_integers()),
+        ("random normal", random(Kind::Normal)),
+        ("random uniform", random(Kind::Uniform)),
+        ("random integers -3..=3", integers()),
     ] {
         moments_line::<F>(&mut rng, name, &gen, &LENGTHS);
     }

@@ -5,22 +5,28 @@
 //! * forward: `|computed - exact| / (F::EPSILON * max(1, |exact|))`;
 //! * moments: `|computed - exact| / ulp_F(exact)` (0.5 = correctly rounded).
 //!
-//! Every tolerance goes through [`Tally::check`]. Run with `--nocapture` to see the measured
-//! maxima; `cargo run --release --example accuracy` measures the same scenarios on more rows.
+//! Every tolerance goes through [`Tally::check`]; the tolerances themselves are in
+//! `tests/common/forward_bounds.rs`, which the example shares. Run with `--nocapture` to see the
+//! measured maxima; `cargo run --release --example accuracy` measures the same scenarios on more
+//! rows.
 
 mod common;
-
-use std::cmp::Ordering;
 
 use common::exact::{
     forward_units, mean_rounding_units, spec_var_f64, ulp_units, Approx, Dyadic, ExactRow, Format,
 };
+use common::forward_bounds::{
+    affine_tol, f64_forward_tol, forward_tol, Elem, RowRef, F32_MOMENT_ULPS, F64_MOMENT_ULPS,
+};
+use common::harness::{
+    batch, bits, format, normal, of, offset_row, random_row, scaled, scales_row, wide, Kind, RowGen,
+};
+use common::tally::{assert_tallies, Tally};
 use ndarray::{Array1, Array2};
 use ndarray_layernorm::{moments, Float, LayerNorm};
-use ndarray_rand::rand_distr::StandardNormal;
 use num_bigint::BigInt;
 use num_rational::BigRational;
-use num_traits::{ToPrimitive, Zero};
+use num_traits::ToPrimitive;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -32,226 +38,11 @@ const LENGTHS: [usize; 24] = [
 /// Shorter list for the special-value scenarios.
 const SOME_LENGTHS: [usize; 9] = [1, 2, 3, 7, 8, 9, 17, 768, 1000];
 
-/// Forward target for `f32`: one unit (computed in `f64`, rounded once: ~0.5 expected).
-const F32_FORWARD_UNITS: f64 = 1.0;
-/// Forward target for `f64` rows with `|mean| <= std`.
-const F64_FORWARD_UNITS: f64 = 2.0;
-/// `f64` moments must be correctly rounded.
-const F64_MOMENT_ULPS: f64 = 0.5;
-/// `f32` moments are computed in `f64` and rounded again to `f32`. The `f64` value is within
-/// 1 ulp64 = 2^-29 ulp32 of the exact value (it is correctly rounded, or faithful); rounding it
-/// to `f32` adds at most 0.5 ulp32. Double rounding can therefore exceed 0.5 ulp32 only by that
-/// `f64` error (when the `f64` value lands on an `f32` midpoint and the tie goes the other way).
-const F32_MOMENT_ULPS: f64 = 0.5 + 1.0 / (1u64 << 29) as f64;
-
-// ----------------------------------------------------------------------------------------------
-// Conversions and data generation.
-
-fn of<F: Float>(v: f64) -> F {
-    F::from_f64(v).expect("representable")
-}
-
-fn wide<F: Float>(v: F) -> f64 {
-    v.to_f64().expect("f32/f64 converts")
-}
-
-fn format<F: Float>() -> Format {
-    if wide(F::epsilon()) == f64::EPSILON {
-        Format::F64
-    } else {
-        Format::F32
-    }
-}
-
-fn normal(rng: &mut StdRng) -> f64 {
-    rng.sample(StandardNormal)
-}
-
 /// The distributions of the "random rows" scenario.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    /// `N(mu, sigma)`, `sigma = 2^U(-8, 8)`, `|mu| <= sigma / 2`.
-    Normal,
-    /// `U(-s, s)`, `s = 2^U(-8, 8)`.
-    Uniform,
-    /// Small integers in `-3..=3` (many exact and tied results).
-    Integers,
-}
-
 const KINDS: [Kind; 3] = [Kind::Normal, Kind::Uniform, Kind::Integers];
-
-fn random_row(rng: &mut StdRng, kind: Kind, n: usize) -> Vec<f64> {
-    let scale = 2f64.powf(rng.random_range(-8.0..8.0));
-    match kind {
-        Kind::Normal => {
-            let mu = scale * rng.random_range(-0.5..0.5);
-            (0..n).map(|_| mu + scale * normal(rng)).collect()
-        }
-        Kind::Uniform => (0..n)
-            .map(|_| scale * rng.random_range(-1.0..1.0))
-            .collect(),
-        Kind::Integers => (0..n)
-            .map(|_| f64::from(rng.random_range(-3..=3)))
-            .collect(),
-    }
-}
-
-/// `offset + sigma * N(0, 1)` with a random sign on the offset.
-fn offset_row(rng: &mut StdRng, n: usize, offset: f64, sigma: f64) -> Vec<f64> {
-    let offset = if rng.random::<bool>() {
-        offset
-    } else {
-        -offset
-    };
-    (0..n).map(|_| offset + sigma * normal(rng)).collect()
-}
-
-/// Values with random sign and significand whose biased exponent is uniform in `exponents`
-/// (for example `0..=0` gives subnormals, the whole range gives mixed exponents).
-fn bits_row<F: Float>(
-    rng: &mut StdRng,
-    n: usize,
-    exponents: std::ops::RangeInclusive<u64>,
-) -> Vec<f64> {
-    (0..n)
-        .map(|_| {
-            let sign = u64::from(rng.random::<bool>());
-            let e = rng.random_range(exponents.clone());
-            match format::<F>() {
-                Format::F32 => {
-                    let frac = rng.random_range(0..1u64 << 23);
-                    f64::from(f32::from_bits(((sign << 31) | (e << 23) | frac) as u32))
-                }
-                Format::F64 => {
-                    let frac = rng.random_range(0..1u64 << 52);
-                    f64::from_bits((sign << 63) | (e << 52) | frac)
-                }
-            }
-        })
-        .collect()
-}
-
-/// `m` rows from `gen`, each rounded to `F`, as a matrix.
-fn batch<F: Float>(m: usize, n: usize, mut gen: impl FnMut() -> Vec<f64>) -> Array2<F> {
-    let mut x = Array2::<F>::zeros((m, n));
-    for mut row in x.rows_mut() {
-        for (o, v) in row.iter_mut().zip(gen()) {
-            *o = of(v);
-        }
-    }
-    x
-}
-
-// ----------------------------------------------------------------------------------------------
-// The tolerance helper.
-
-/// Measured errors of one test scenario, and the worst violation of its tolerance.
-struct Tally {
-    label: String,
-    /// `"units"` (forward) or `"ulps"` (moments), for messages.
-    unit: &'static str,
-    rows: usize,
-    elements: usize,
-    max: f64,
-    sum: f64,
-    failures: usize,
-    /// `(units / tol, description with the failing row)`.
-    worst: Option<(f64, String)>,
-}
-
-impl Tally {
-    fn new(label: impl Into<String>) -> Tally {
-        Tally {
-            label: label.into(),
-            unit: "units",
-            rows: 0,
-            elements: 0,
-            max: 0.0,
-            sum: 0.0,
-            failures: 0,
-            worst: None,
-        }
-    }
-
-    /// A tally of moment errors, in ulps of the exact value.
-    fn ulps(label: impl Into<String>) -> Tally {
-        Tally {
-            unit: "ulps",
-            ..Tally::new(label)
-        }
-    }
-
-    /// The one tolerance check of this file: the error `units` must be `<= tol` (units as in
-    /// the module doc). `detail` describes the element and its row, for the failure message.
-    fn check(&mut self, units: f64, tol: f64, detail: impl FnOnce() -> String) {
-        self.elements += 1;
-        self.sum += units;
-        self.max = self.max.max(units);
-        let within = matches!(
-            units.partial_cmp(&tol),
-            Some(Ordering::Less | Ordering::Equal)
-        );
-        if !within {
-            self.failures += 1;
-            let excess = units / tol;
-            let worse = match &self.worst {
-                Some((w, _)) => excess > *w,
-                None => true,
-            };
-            if worse {
-                self.worst = Some((
-                    excess,
-                    format!(
-                        "error {units} {} > tolerance {tol}: {}",
-                        self.unit,
-                        detail()
-                    ),
-                ));
-            }
-        }
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "{}: {} rows, {} values, max {:.4} {unit}, mean {:.4} {unit}, {} over tolerance",
-            self.label,
-            self.rows,
-            self.elements,
-            self.max,
-            self.sum / self.elements.max(1) as f64,
-            self.failures,
-            unit = self.unit,
-        )
-    }
-}
-
-/// Prints every tally and panics with the worst failing row of each failing one.
-fn assert_tallies(tallies: &[&Tally]) {
-    let mut failed = Vec::new();
-    for t in tallies {
-        println!("{}", t.summary());
-        if let Some((_, worst)) = &t.worst {
-            failed.push(format!("{}\n  worst: {worst}", t.summary()));
-        }
-    }
-    assert!(failed.is_empty(), "\n{}", failed.join("\n"));
-}
 
 // ----------------------------------------------------------------------------------------------
 // Checking forward against the reference.
-
-/// Per-row input of tolerance functions.
-struct RowRef {
-    /// [`f64_forward_tol`] of the row.
-    f64_bound: f64,
-}
-
-/// Reference values of one element (nearest `f64`s), for tolerance functions.
-struct Elem {
-    y: f64,
-    gamma: f64,
-    z: f64,
-}
 
 type Tolerance<'a> = &'a dyn Fn(&RowRef, &Elem) -> f64;
 
@@ -313,25 +104,6 @@ fn check_forward<F: Float>(
                 )
             });
         }
-    }
-}
-
-/// Bound for `f64` forward, in units: [`F64_FORWARD_UNITS`] on rows with `|mean| <= std`,
-/// otherwise [`F64_FORWARD_UNITS`] plus the error that the rounding of the mean alone can cause
-/// ([`mean_rounding_units`], about `u * |mean| / std` in units of `EPSILON`, `u = 2^-53`).
-fn f64_forward_tol(mean: &BigRational, var: &BigRational, eps: f64) -> f64 {
-    // Constant rows (var == 0) must give exactly 0 whatever the mean.
-    if var.is_zero() || mean * mean <= *var {
-        return F64_FORWARD_UNITS;
-    }
-    F64_FORWARD_UNITS + mean_rounding_units(mean, var, eps, Format::F64)
-}
-
-/// Forward tolerance without gamma/beta: one unit for `f32`, [`f64_forward_tol`] for `f64`.
-fn forward_tol<F: Float>(row: &RowRef, _: &Elem) -> f64 {
-    match format::<F>() {
-        Format::F32 => F32_FORWARD_UNITS,
-        Format::F64 => row.f64_bound,
     }
 }
 
@@ -486,7 +258,7 @@ fn random_rows<F: Float>(seed: u64) {
             tallies.push(t);
         }
     }
-    assert_tallies(&tallies.iter().collect::<Vec<_>>());
+    assert_tallies(&tallies);
 }
 
 #[test]
@@ -516,18 +288,14 @@ fn large_offset_f32() {
             tallies.push(t);
         }
     }
-    assert_tallies(&tallies.iter().collect::<Vec<_>>());
+    assert_tallies(&tallies);
 }
 
 // ----------------------------------------------------------------------------------------------
 // 3. and 4. Tiny, huge, subnormal and mixed magnitudes.
 
 /// `(name, row generator)` for the extreme-magnitude scenarios of `F`.
-type RowGen = Box<dyn Fn(&mut StdRng, usize) -> Vec<f64>>;
-
 fn extreme_scenarios<F: Float>() -> Vec<(&'static str, RowGen)> {
-    let scaled =
-        |s: f64| -> RowGen { Box::new(move |rng, n| (0..n).map(|_| s * normal(rng)).collect()) };
     let (tiny, huge) = match format::<F>() {
         Format::F32 => (1e-30, 1e37),
         Format::F64 => (1e-300, 1e300),
@@ -539,11 +307,8 @@ fn extreme_scenarios<F: Float>() -> Vec<(&'static str, RowGen)> {
     vec![
         ("tiny", scaled(tiny)),
         ("huge", scaled(huge)),
-        ("subnormal", Box::new(|rng, n| bits_row::<F>(rng, n, 0..=0))),
-        (
-            "mixed exponents",
-            Box::new(move |rng, n| bits_row::<F>(rng, n, 0..=max_exp)),
-        ),
+        ("subnormal", bits::<F>(0..=0)),
+        ("mixed exponents", bits::<F>(0..=max_exp)),
     ]
 }
 
@@ -561,7 +326,7 @@ fn extreme_magnitudes<F: Float>(seed: u64) {
             tallies.push(t);
         }
     }
-    assert_tallies(&tallies.iter().collect::<Vec<_>>());
+    assert_tallies(&tallies);
 }
 
 #[test]
@@ -591,7 +356,7 @@ fn large_offset_f64_bounded_by_mean_rounding() {
             tallies.push(t);
         }
     }
-    assert_tallies(&tallies.iter().collect::<Vec<_>>());
+    assert_tallies(&tallies);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -757,10 +522,7 @@ fn moments_correctly_rounded<F: Float>(seed: u64, tol: f64, which: Stat) {
     let mut mean_t = Tally::ulps(format!("{name} moments mean, scale 2^±{max_exp}"));
     let mut var_t = Tally::ulps(format!("{name} moments var, scale 2^±{max_exp}"));
     for n in SOME_LENGTHS {
-        let x = batch::<F>(4, n, || {
-            let scale = 2f64.powi(rng.random_range(-max_exp..=max_exp));
-            (0..n).map(|_| scale * normal(&mut rng)).collect()
-        });
+        let x = batch::<F>(4, n, || scales_row(&mut rng, n, max_exp));
         check_moments(&mut mean_t, &mut var_t, &x, tol);
     }
     tallies.extend([mean_t, var_t]);
@@ -770,7 +532,7 @@ fn moments_correctly_rounded<F: Float>(seed: u64, tol: f64, which: Stat) {
         .skip(usize::from(which == Stat::Var))
         .step_by(2)
         .collect();
-    assert_tallies(&asserted);
+    assert_tallies(asserted);
 }
 
 #[test]
@@ -843,7 +605,7 @@ fn moments_var_f64_is_close_to_the_exact_variance() {
         }
         tallies.push(t);
     }
-    assert_tallies(&tallies.iter().collect::<Vec<_>>());
+    assert_tallies(&tallies);
 }
 
 /// `ulp(a) / ulp(b)` in `f64`, so that units of `ulp(a)` convert to units of `ulp(b)`.
@@ -856,33 +618,7 @@ fn ulp_ratio(a: &BigRational, b: &BigRational) -> f64 {
 // ----------------------------------------------------------------------------------------------
 // 8. Forward with random gamma and beta.
 
-/// Tolerance of `z = y * gamma + beta`.
-///
-/// `f32`: computed in `f64` and rounded once, so [`F32_FORWARD_UNITS`].
-///
-/// `f64`: with `y'` within `t` units of `y` (`t` = [`f64_forward_tol`]) and the library forming
-/// `fl(fl(y' * gamma) + beta)` (or one fused multiply-add), each rounding being relative
-/// `EPSILON / 2`:
-///
-/// ```text
-/// |z' - z| <= |gamma| |y' - y| + EPSILON/2 |y' gamma| + EPSILON/2 |z'|
-///          <= EPSILON * ((t + 1/2) |gamma| max(1, |y|) + max(1, |z|) / 2)    (to first order)
-/// ```
-///
-/// so in units of `EPSILON * max(1, |z|)`: `(t + 1/2) * kappa + 1/2` with
-/// `kappa = |gamma| max(1, |y|) / max(1, |z|)`: 3 units when there is no cancellation
-/// (`kappa <= 1`), more when `y * gamma` and `beta` cancel. `1e-9` covers second-order terms.
-fn affine_tol<F: Float>(row: &RowRef, e: &Elem) -> f64 {
-    match format::<F>() {
-        Format::F32 => F32_FORWARD_UNITS,
-        Format::F64 => {
-            let t = row.f64_bound;
-            let kappa = e.gamma.abs() * e.y.abs().max(1.0) / e.z.abs().max(1.0);
-            (t + 0.5) * kappa + 0.5 + 1e-9
-        }
-    }
-}
-
+/// Forward with gamma and beta, against [`affine_tol`].
 fn affine<F: Float>(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tallies = Vec::new();
@@ -901,7 +637,7 @@ fn affine<F: Float>(seed: u64) {
             tallies.push(t);
         }
     }
-    assert_tallies(&tallies.iter().collect::<Vec<_>>());
+    assert_tallies(&tallies);
 }
 
 #[test]

@@ -12,19 +12,19 @@
 //! * `dbeta`, per column: `|computed - exact| / (F::EPSILON * max(1, |exact|))` (a sum of the
 //!   exact inputs `dy`, which a compensated sum rounds once).
 //!
-//! Every tolerance goes through [`Tally::check`]. Run with `--nocapture` to see the measured
-//! maxima; `cargo run --release --example backward_accuracy` measures the same scenarios on more
-//! rows.
+//! Every tolerance goes through [`Tally::check`]; the bounds themselves, and the measurement of
+//! a batch against them, are in `tests/common/backward_bounds.rs`, which the example shares. Run
+//! with `--nocapture` to see the measured maxima; `cargo run --release --example
+//! backward_accuracy` measures the same scenarios on more rows.
 
 mod common;
 
-use std::cmp::Ordering;
-
-use common::exact::{forward_units, mean_rounding_units, Approx, Dyadic, ExactRow, Format};
-use common::exact_backward::{input_gradient, sum_units, ParamGradients, RowTerms};
-use ndarray::{Array1, Array2};
-use ndarray_layernorm::{Float, Gradients, LayerNorm};
-use ndarray_rand::rand_distr::StandardNormal;
+use common::backward_bounds::{backward_errors, layer, run, Batch, Params, Source};
+use common::exact::{Approx, Dyadic, ExactRow, Format};
+use common::exact_backward::{input_gradient, sum_units, ParamGradients};
+use common::harness::{batch, format, normal, of, offset_row, random_row, wide, Kind};
+use common::tally::{assert_tallies_noted, Tally};
+use ndarray_layernorm::Float;
 use num_bigint::BigInt;
 use num_rational::BigRational;
 use num_traits::Zero;
@@ -34,77 +34,8 @@ use rand::{Rng, SeedableRng};
 /// Row lengths, including the awkward ones around SIMD/unroll widths.
 const LENGTHS: [usize; 10] = [1, 2, 3, 7, 8, 17, 33, 64, 100, 768];
 
-/// The target of the issue, in the units of the module doc: `f32` input, and `f64` rows with
-/// `|mean| <= std`, for `dx`, `dgamma` and `dbeta`.
-const TARGET_UNITS: f64 = 4.0;
-
-// ----------------------------------------------------------------------------------------------
-// Conversions and data generation (as in tests/accuracy.rs).
-
-fn of<F: Float>(v: f64) -> F {
-    F::from_f64(v).expect("representable")
-}
-
-fn wide<F: Float>(v: F) -> f64 {
-    v.to_f64().expect("f32/f64 converts")
-}
-
-fn format<F: Float>() -> Format {
-    if wide(F::epsilon()) == f64::EPSILON {
-        Format::F64
-    } else {
-        Format::F32
-    }
-}
-
-fn normal(rng: &mut StdRng) -> f64 {
-    rng.sample(StandardNormal)
-}
-
 /// The distributions of the "random rows" scenarios.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    /// `N(mu, sigma)`, `sigma = 2^U(-8, 8)`, `|mu| <= sigma / 2`.
-    Normal,
-    /// `U(-s, s)`, `s = 2^U(-8, 8)`.
-    Uniform,
-}
-
 const KINDS: [Kind; 2] = [Kind::Normal, Kind::Uniform];
-
-fn random_row(rng: &mut StdRng, kind: Kind, n: usize) -> Vec<f64> {
-    let scale = 2f64.powf(rng.random_range(-8.0..8.0));
-    match kind {
-        Kind::Normal => {
-            let mu = scale * rng.random_range(-0.5..0.5);
-            (0..n).map(|_| mu + scale * normal(rng)).collect()
-        }
-        Kind::Uniform => (0..n)
-            .map(|_| scale * rng.random_range(-1.0..1.0))
-            .collect(),
-    }
-}
-
-/// `±offset + N(0, 1)`, with a random sign per row.
-fn offset_row(rng: &mut StdRng, n: usize, offset: f64) -> Vec<f64> {
-    let offset = if rng.random::<bool>() {
-        offset
-    } else {
-        -offset
-    };
-    (0..n).map(|_| offset + normal(rng)).collect()
-}
-
-/// `m` rows from `gen`, each rounded to `F`, as a matrix.
-fn batch<F: Float>(m: usize, n: usize, mut gen: impl FnMut() -> Vec<f64>) -> Array2<F> {
-    let mut x = Array2::<F>::zeros((m, n));
-    for mut row in x.rows_mut() {
-        for (o, v) in row.iter_mut().zip(gen()) {
-            *o = of(v);
-        }
-    }
-    x
-}
 
 /// A random number of rows for rows of length `n`: up to 64 for short rows, so that the
 /// parameter sums cover many rows, fewer for long ones (debug-mode run time).
@@ -113,72 +44,10 @@ fn row_count(rng: &mut StdRng, n: usize) -> usize {
 }
 
 // ----------------------------------------------------------------------------------------------
-// The tolerance helper.
-
-/// Measured errors of one quantity in one scenario, and the worst violation of its tolerance.
-struct Tally {
-    label: String,
-    values: usize,
-    max: f64,
-    sum: f64,
-    failures: usize,
-    /// `(units / tol, description with the failing row)`.
-    worst: Option<(f64, String)>,
-}
-
-impl Tally {
-    fn new(label: impl Into<String>) -> Tally {
-        Tally {
-            label: label.into(),
-            values: 0,
-            max: 0.0,
-            sum: 0.0,
-            failures: 0,
-            worst: None,
-        }
-    }
-
-    /// The one tolerance check of this file: the error `units` must be `<= tol` (units as in
-    /// the module doc; `tol = f64::INFINITY` only records it). `detail` describes the value and
-    /// its row, for the failure message.
-    fn check(&mut self, units: f64, tol: f64, detail: impl FnOnce() -> String) {
-        self.values += 1;
-        self.sum += units;
-        self.max = self.max.max(units);
-        let within = matches!(
-            units.partial_cmp(&tol),
-            Some(Ordering::Less | Ordering::Equal)
-        );
-        if !within {
-            self.failures += 1;
-            let excess = units / tol;
-            let worse = match &self.worst {
-                Some((w, _)) => excess > *w,
-                None => true,
-            };
-            if worse {
-                self.worst = Some((
-                    excess,
-                    format!("error {units} units > tolerance {tol}: {}", detail()),
-                ));
-            }
-        }
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "{}: {} values, max {:.4} units, mean {:.4} units, {} over tolerance",
-            self.label,
-            self.values,
-            self.max,
-            self.sum / self.values.max(1) as f64,
-            self.failures,
-        )
-    }
-}
+// Scenarios.
 
 /// The tallies of one scenario. Two record errors in other units, for the report only:
-/// `dx_terms` ([`terms_units`]) and `dgamma_own` (`dgamma` in units of
+/// `dx_terms` (`backward_bounds::terms_units`) and `dgamma_own` (`dgamma` in units of
 /// `EPSILON * max(1, |exact|)`).
 struct Scenario {
     rows: usize,
@@ -204,200 +73,35 @@ impl Scenario {
 
 /// Prints every tally and panics with the worst failing value of each failing one.
 fn assert_scenarios(scenarios: &[Scenario]) {
-    let mut failed = Vec::new();
-    for s in scenarios {
-        for t in [&s.dx, &s.dx_terms, &s.dgamma, &s.dgamma_own, &s.dbeta] {
-            if t.values == 0 {
-                continue;
-            }
-            println!("{} ({} rows)", t.summary(), s.rows);
-            if let Some((_, worst)) = &t.worst {
-                failed.push(format!("{}\n  worst: {worst}", t.summary()));
-            }
-        }
-    }
-    assert!(failed.is_empty(), "\n{}", failed.join("\n"));
+    assert_tallies_noted(scenarios.iter().flat_map(|s| {
+        [&s.dx, &s.dx_terms, &s.dgamma, &s.dgamma_own, &s.dbeta]
+            .into_iter()
+            .filter(|t| t.values > 0)
+            .map(move |t| (t, format!(" ({} rows)", s.rows)))
+    }));
 }
 
 // ----------------------------------------------------------------------------------------------
 // Checking backward against the reference.
 
-/// The parameters of the layer under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Params {
-    /// `LayerNorm::new`: no gamma, no beta, no parameter gradients.
-    Plain,
-    /// `LayerNorm::affine`: gamma = 1, beta = 0.
-    Ones,
-    /// gamma uniform in `[0.5, 2]`, beta `N(0, 1)`.
-    Random,
-}
-
-/// Where `backward` takes the statistics from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
-    /// `backward`: recomputed from `x` in `f64`.
-    Recompute,
-    /// `backward_with_stats` with the statistics of `forward_with_stats` (in `F`).
-    Saved,
-}
-
-fn layer<F: Float>(rng: &mut StdRng, n: usize, eps: F, params: Params) -> LayerNorm<F> {
-    match params {
-        Params::Plain => LayerNorm::new(eps),
-        Params::Ones => LayerNorm::affine(n, eps),
-        Params::Random => {
-            let gamma = Array1::from_iter((0..n).map(|_| of::<F>(rng.random_range(0.5..=2.0))));
-            let beta = Array1::from_iter((0..n).map(|_| of::<F>(normal(rng))));
-            LayerNorm::affine(n, eps)
-                .and_then(|l| l.with_gamma(gamma))
-                .and_then(|l| l.with_beta(beta))
-        }
-    }
-    .expect("valid layer")
-}
-
-fn run<F: Float>(
-    layer: &LayerNorm<F>,
-    x: &Array2<F>,
-    dy: &Array2<F>,
-    source: Source,
-) -> Gradients<F, ndarray::Ix2> {
-    match source {
-        Source::Recompute => layer.backward(x, dy),
-        Source::Saved => {
-            let (_, stats) = layer.forward_with_stats(x).expect("forward succeeds");
-            layer.backward_with_stats(x, &stats, dy)
-        }
-    }
-    .expect("backward succeeds")
-}
-
-/// `c`: a bound on the shift of `xhat` caused by the rounding of the mean that `source` uses,
-/// `|delta| / sqrt(var + eps)` with `delta` the error of that mean, in units of `F::EPSILON`;
-/// 0 where the target alone is asserted.
-///
-/// * `Recompute` for `f32`: the mean is the correctly rounded `f64` mean; its effect is part of
-///   the target (the shift is below `2^-30 |mean| / s` units of `f32::EPSILON`, a fraction of a
-///   unit of `dx` on the rows tested here, offsets up to `1e6`).
-/// * `Recompute` for `f64`: the statistics are recomputed in double-double; no shift.
-/// * `Saved` for `f64`: the saved mean is the correctly rounded `f64` mean, on every row:
-///   [`mean_rounding_units`], as in the forward tests.
-/// * `Saved` for `f32`: the mean is that `f64` mean rounded again to `f32`, so within
-///   `0.5 ulp_32(mean) (1 + 2^-28)` of the exact mean (the `f64` rounding adds at most
-///   `2^-29` ulp_32), on every row.
-///
-/// A row with `var == 0` (constant, or one element) has an exact mean in every format: 0.
-fn mean_shift_units<F: Float>(exact: &ExactRow, eps: f64, source: Source) -> f64 {
-    let (mean, var) = (exact.mean(), exact.var());
-    if var.is_zero() {
-        return 0.0;
-    }
-    match (format::<F>(), source) {
-        (Format::F32, Source::Recompute) => 0.0,
-        (Format::F32, Source::Saved) => {
-            mean_rounding_units(&mean, &var, eps, Format::F32) * (1.0 + 2f64.powi(-28))
-        }
-        // f64 input is recomputed in double-double: the mean carries ~106 bits, no shift.
-        (Format::F64, Source::Recompute) => 0.0,
-        // The saved f64 mean is the correctly rounded mean, on every row.
-        (Format::F64, Source::Saved) => mean_rounding_units(&mean, &var, eps, Format::F64),
-    }
-}
-
-/// `rho`: a bound on the relative error of `1 / sqrt(var + eps)` beyond what the target covers,
-/// in units of `F::EPSILON`. For `f32` saved statistics, `rstd` is `1 / sqrt(var + eps)`
-/// computed in `f64` (a few `f64` roundings, and the `f64` variance) and rounded to `f32`:
-/// relative error at most `2^-24 + 2^-50`, i.e. `0.5 (1 + 2^-26)` units. Otherwise 0: the
-/// `f64` roundings are part of the target.
-///
-/// For `f64` saved statistics, `rstd = fl(1 / fl(sqrt(fl(var' + eps))))` from the forward pass,
-/// whose variance `var'` (the once-rounded sum of rounded squared deviations from the rounded
-/// mean) is within `3.5 u` of `var + delta^2` (`u = 2^-53`; `delta^2` is covered by `c'`):
-/// `var' + eps` within `4.5 u`, the square root halves that and adds `u`, the reciprocal adds
-/// `u`: `4.25 u`, i.e. `2.125` units of `f64::EPSILON = 2 u`; 2.25 is asserted.
-fn rstd_units<F: Float>(source: Source) -> f64 {
-    match (format::<F>(), source) {
-        (Format::F32, Source::Saved) => 0.5 * (1.0 + 2f64.powi(-26)),
-        (Format::F64, Source::Saved) => 2.25,
-        _ => 0.0,
-    }
-}
-
-/// Tolerance of `dx_i`, in units of `EPSILON * max(1, |dx_i|)`: the target, plus the effect of
-/// the statistics that the target does not cover ([`RowTerms::perturbed_stats_error`] with
-/// `c = c'` of [`mean_shift_units`] and `rho = rho'` of [`rstd_units`], in absolute terms).
-///
-/// With the `f64` mean (`Recompute`, and `f64` `Saved`) the variance is that of the shifted
-/// deviations, `var + delta^2`, so `1/s` is also off by a relative `c'^2 / 2`: added to `rho'`
-/// by the caller. The factor `1 + 1e-9` covers the evaluation of the bound in `f64`. The extra
-/// terms grow where `dx_i` cancels (`|dx_i|` small next to `|A| / s`): the error of the
-/// statistics is relative to the terms, not to their difference.
-fn dx_tol(terms: &RowTerms, i: usize, dx: f64, c: f64, rho: f64, unit: f64) -> f64 {
-    if c == 0.0 && rho == 0.0 {
-        return TARGET_UNITS;
-    }
-    let extra = terms.perturbed_stats_error(i, dx, c, rho);
-    TARGET_UNITS + extra / (unit * dx.abs().max(1.0)) * (1.0 + 1e-9)
-}
-
-/// `dx` error rescaled from units of `EPSILON * max(1, |dx_i|)` to units of
-/// `EPSILON * max(1, T_i)` ([`RowTerms::terms`]: the sum of the magnitudes of the terms of
-/// `dx_i`), which shows how much of the error is cancellation. Reported, not asserted.
-fn terms_units(units: f64, terms: &RowTerms, i: usize, dx: f64) -> f64 {
-    units * dx.abs().max(1.0) / terms.terms(i).max(1.0)
-}
-
 /// Runs backward on `x` with output gradient `dy` and checks `dx`, `dgamma` and `dbeta`
-/// against the exact reference.
-///
-/// `dgamma` tolerance, in units of `EPSILON * max(1, sum_r |dy_rj xhat_rj|)`: the target, plus
-/// (with the bounds `c'_r` and `rho'_r` of row `r`, as for [`dx_tol`])
-/// `sum_r |dy_rj| (c'_r (1 + rho'_r) + rho'_r |xhat_rj|)` in those units, since each term
-/// `dy_rj xhat'_rj` is off by `dy_rj (xhat_rj rho_r - c_r (1 + rho_r))` with `|c_r| <= c'_r`,
-/// `|rho_r| <= rho'_r`.
-#[allow(clippy::too_many_arguments)]
-fn check_backward<F: Float>(
-    sc: &mut Scenario,
-    rng: &mut StdRng,
-    x: &Array2<F>,
-    dy: &Array2<F>,
-    eps: F,
-    params: Params,
-    source: Source,
-) {
+/// against the exact reference ([`backward_errors`]), with the tolerances of
+/// `tests/common/backward_bounds.rs`: `dx_tol`, `dgamma_tol` and the target.
+fn check_backward<F: Float>(sc: &mut Scenario, rng: &mut StdRng, batch: Batch<F>) {
+    let Batch { x, dy, source, .. } = batch;
     let fmt = format::<F>();
-    let unit = fmt.epsilon();
     let n = x.ncols();
-    let layer = layer(rng, n, eps, params);
-    let grads = run(&layer, x, dy, source);
-    let eps = wide(eps);
-    let gamma: Option<Vec<f64>> = layer.gamma().map(|g| g.iter().map(|&v| wide(v)).collect());
-    let rho_stored = rstd_units::<F>(source) * unit;
-    let mut sums = ParamGradients::new(n);
-    // sum_r |dy_rj| c'_r (1 + rho'_r) and sum_r |dy_rj xhat_rj| rho'_r per column, for the
-    // dgamma tolerance.
-    let mut shift = vec![0.0f64; n];
-    let describe_params = || match &gamma {
+    let errors = backward_errors(rng, &batch);
+    let eps = wide(batch.eps);
+    let describe_params = || match &errors.gamma {
         Some(g) => format!("\n  gamma = {g:?}"),
         None => String::new(),
     };
-    for (r, (xr, dyr)) in x.rows().into_iter().zip(dy.rows()).enumerate() {
+    let rows = x.rows().into_iter().zip(dy.rows()).zip(&errors.rows);
+    for (r, ((xr, dyr), row)) in rows.enumerate() {
         sc.rows += 1;
-        let xv: Vec<f64> = xr.iter().map(|&v| wide(v)).collect();
-        let dyv: Vec<f64> = dyr.iter().map(|&v| wide(v)).collect();
-        let exact_row = ExactRow::new(&xv);
-        let c = mean_shift_units::<F>(&exact_row, eps, source) * unit;
-        let rho = match fmt {
-            Format::F64 => rho_stored + c * c / 2.0,
-            Format::F32 => rho_stored,
-        };
-        let terms = RowTerms::new(&xv, &dyv, gamma.as_deref(), eps);
-        let exact_dx = input_gradient(&xv, &dyv, gamma.as_deref(), eps);
-        let computed = grads.input.row(r);
-        for (i, (&got, want)) in computed.iter().zip(&exact_dx).enumerate() {
-            let units = forward_units(wide(got), want, fmt);
-            let want = want.to_f64();
+        for (i, dx) in row.dx.iter().enumerate() {
+            let (got, want) = (dx.error.got, dx.error.exact);
             let detail = || {
                 format!(
                     "{} {source:?} dx, row {r} of {} (n = {n}, eps = {eps:e}), element {i}: \
@@ -409,53 +113,35 @@ fn check_backward<F: Float>(
                     describe_params(),
                 )
             };
-            sc.dx
-                .check(units, dx_tol(&terms, i, want, c, rho, unit), detail);
-            let t_units = terms_units(units, &terms, i, want);
-            sc.dx_terms.check(t_units, f64::INFINITY, detail);
-        }
-        sums.add_normalized(&terms.xhat, &dyv);
-        for ((s, d), y) in shift.iter_mut().zip(&dyv).zip(&terms.xhat_f64) {
-            *s += d.abs() * (c * (1.0 + rho) + rho * y.abs());
+            sc.dx.check(dx.error.units, dx.error.tol, detail);
+            sc.dx_terms.check(dx.terms_units, f64::INFINITY, detail);
         }
     }
     let rows = x.nrows();
-    if let Some(dgamma) = &grads.gamma {
-        let exact = sums.gamma();
-        for (j, ((&got, want), scale)) in dgamma
-            .iter()
-            .zip(&exact)
-            .zip(sums.gamma_magnitude())
-            .enumerate()
-        {
-            let magnitude = scale.to_f64();
-            let tol = TARGET_UNITS + shift[j] / (unit * magnitude.max(1.0)) * (1.0 + 1e-9);
-            let detail = || {
-                format!(
-                    "{} {source:?} dgamma[{j}] of {rows} rows (n = {n}, eps = {eps:e}): \
-                     computed {got:?}, exact {:e}, sum |dy xhat| = {magnitude:e}",
-                    fmt.name(),
-                    want.to_f64(),
-                )
-            };
-            sc.dgamma
-                .check(sum_units(wide(got), want, scale, fmt), tol, detail);
-            sc.dgamma_own
-                .check(forward_units(wide(got), want, fmt), f64::INFINITY, detail);
-        }
+    for (j, dgamma) in errors.dgamma.iter().enumerate() {
+        let (got, magnitude) = (dgamma.error.got, dgamma.magnitude);
+        let detail = || {
+            format!(
+                "{} {source:?} dgamma[{j}] of {rows} rows (n = {n}, eps = {eps:e}): \
+                 computed {got:?}, exact {:e}, sum |dy xhat| = {magnitude:e}",
+                fmt.name(),
+                dgamma.error.exact,
+            )
+        };
+        sc.dgamma
+            .check(dgamma.error.units, dgamma.error.tol, detail);
+        sc.dgamma_own.check(dgamma.own_units, f64::INFINITY, detail);
     }
-    if let Some(dbeta) = &grads.beta {
-        for (j, (&got, want)) in dbeta.iter().zip(sums.beta()).enumerate() {
-            sc.dbeta
-                .check(forward_units(wide(got), &want, fmt), TARGET_UNITS, || {
-                    format!(
-                        "{} {source:?} dbeta[{j}] of {rows} rows (n = {n}): computed {got:?}, \
-                         exact {:e}",
-                        fmt.name(),
-                        want.to_f64()
-                    )
-                });
-        }
+    for (j, dbeta) in errors.dbeta.iter().enumerate() {
+        let got = dbeta.got;
+        sc.dbeta.check(dbeta.units, dbeta.tol, || {
+            format!(
+                "{} {source:?} dbeta[{j}] of {rows} rows (n = {n}): computed {got:?}, \
+                 exact {:e}",
+                fmt.name(),
+                dbeta.exact
+            )
+        });
     }
 }
 
@@ -697,7 +383,7 @@ fn random_rows<F: Float>(seed: u64) {
                     let x = batch::<F>(m, n, || random_row(&mut rng, kind, n));
                     let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
                     let src = Source::Recompute;
-                    check_backward(&mut sc, &mut rng, &x, &dy, of(eps), params, src);
+                    check_backward(&mut sc, &mut rng, Batch::new(&x, &dy, of(eps), params, src));
                 }
                 scenarios.push(sc);
             }
@@ -730,10 +416,11 @@ fn large_offset<F: Float>(seed: u64) {
             ));
             for n in LENGTHS {
                 let m = row_count(&mut rng, n);
-                let x = batch::<F>(m, n, || offset_row(&mut rng, n, offset));
+                let x = batch::<F>(m, n, || offset_row(&mut rng, n, offset, 1.0));
                 let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
                 let src = Source::Recompute;
-                check_backward(&mut sc, &mut rng, &x, &dy, of(eps), Params::Random, src);
+                let input = Batch::new(&x, &dy, of(eps), Params::Random, src);
+                check_backward(&mut sc, &mut rng, input);
             }
             scenarios.push(sc);
         }
@@ -768,7 +455,8 @@ fn with_saved_stats<F: Float>(seed: u64) {
                 let x = batch::<F>(m, n, || random_row(&mut rng, kind, n));
                 let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
                 let src = Source::Saved;
-                check_backward(&mut sc, &mut rng, &x, &dy, of(eps), Params::Random, src);
+                let input = Batch::new(&x, &dy, of(eps), Params::Random, src);
+                check_backward(&mut sc, &mut rng, input);
             }
             scenarios.push(sc);
         }
@@ -778,10 +466,11 @@ fn with_saved_stats<F: Float>(seed: u64) {
         ));
         for n in LENGTHS {
             let m = row_count(&mut rng, n);
-            let x = batch::<F>(m, n, || offset_row(&mut rng, n, 1e3));
+            let x = batch::<F>(m, n, || offset_row(&mut rng, n, 1e3, 1.0));
             let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
             let src = Source::Saved;
-            check_backward(&mut sc, &mut rng, &x, &dy, of(eps), Params::Random, src);
+            let input = Batch::new(&x, &dy, of(eps), Params::Random, src);
+            check_backward(&mut sc, &mut rng, input);
         }
         scenarios.push(sc);
     }
@@ -883,7 +572,11 @@ fn constant_rows_with_eps<F: Float>(seed: u64) {
                     let x = batch::<F>(constants.len(), n, || vec![*values.next().unwrap(); n]);
                     let dy =
                         batch::<F>(x.nrows(), n, || (0..n).map(|_| normal(&mut rng)).collect());
-                    check_backward(&mut sc, &mut rng, &x, &dy, of(eps), params, source);
+                    check_backward(
+                        &mut sc,
+                        &mut rng,
+                        Batch::new(&x, &dy, of(eps), params, source),
+                    );
                 }
             }
             scenarios.push(sc);
