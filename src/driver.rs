@@ -11,8 +11,8 @@
 //! threads (see [`crate::parallel`]).
 
 use ndarray::{
-    ArrayBase, ArrayRef, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, Dimension, Ix2, IxDyn,
-    RawData,
+    ArrayBase, ArrayRef, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, CowArray, Dimension, Ix2,
+    IxDyn, RawData,
 };
 use num_traits::Zero;
 
@@ -45,6 +45,19 @@ fn rows_view<F, D: Dimension>(x: &ArrayRef<F, D>) -> Option<ArrayView2<'_, F>> {
         return ArrayView2::from_shape(rows_by_len(x.shape()), &[]).ok();
     }
     merge_leading_axes(x.view().into_dyn())
+}
+
+/// `x` as `rows x n`: a view where its leading axes merge, else a copy in standard layout.
+fn rows_of<F: Clone, D: Dimension>(x: &ArrayRef<F, D>) -> CowArray<'_, F, Ix2> {
+    match rows_view(x) {
+        Some(v) => CowArray::from(v),
+        None => CowArray::from(
+            x.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(rows_by_len(x.shape()))
+                .expect("a standard-layout array takes any shape of its size"),
+        ),
+    }
 }
 
 /// The mutable counterpart of [`rows_view`].
@@ -165,14 +178,7 @@ pub(crate) fn for_each_row<F, T, D>(
     T: Send,
     D: Dimension,
 {
-    let owned;
-    let x2 = match rows_view(x) {
-        Some(v) => v,
-        None => {
-            owned = x.as_standard_layout().into_owned();
-            rows_view(&owned).expect("a standard-layout array merges")
-        }
-    };
+    let x2 = rows_of(x);
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         x2.len(),
@@ -204,14 +210,7 @@ pub(crate) fn for_each_row_pair<F, T, D>(
         for_each_row_pair(x, &mut tmp, per_row, f);
         return y.assign(&tmp);
     }
-    let owned;
-    let x2 = match rows_view(x) {
-        Some(v) => v,
-        None => {
-            owned = x.as_standard_layout().into_owned();
-            rows_view(&owned).expect("a standard-layout array merges")
-        }
-    };
+    let x2 = rows_of(x);
     let mut y2 = rows_view_mut(y).expect("checked above");
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
@@ -276,21 +275,7 @@ pub(crate) fn fold_row_blocks<F, R, D>(
     R: Send,
     D: Dimension,
 {
-    let (owned_x, owned_dy);
-    let x2 = match rows_view(x) {
-        Some(v) => v,
-        None => {
-            owned_x = x.as_standard_layout().into_owned();
-            rows_view(&owned_x).expect("a standard-layout array merges")
-        }
-    };
-    let dy2 = match rows_view(dy) {
-        Some(v) => v,
-        None => {
-            owned_dy = dy.as_standard_layout().into_owned();
-            rows_view(&owned_dy).expect("a standard-layout array merges")
-        }
-    };
+    let (x2, dy2) = (rows_of(x), rows_of(dy));
     let mut dx2 = rows_view_mut(dx).expect("dx is created in standard layout");
     parallel::map_blocks_in_order(
         x2.len(),
