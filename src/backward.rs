@@ -71,7 +71,8 @@ impl<F: Float> LayerNorm<F> {
     /// A row of one element has an input gradient of exactly 0; so does a constant row when
     /// `eps == 0` (where the true gradient does not exist). A NaN or an infinity in a row of `x`
     /// or `dy` makes that row of the input gradient NaN, and the parameter gradients, which sum
-    /// over all rows, NaN as well.
+    /// over all rows, NaN as well. A NaN in gamma makes every row's input gradient NaN (each
+    /// row's `mean(g)` includes it).
     ///
     /// ```
     /// use approx::assert_abs_diff_eq;
@@ -113,10 +114,12 @@ impl<F: Float> LayerNorm<F> {
     /// [`backward`](Self::backward) with the statistics saved by
     /// [`forward_with_stats`](Self::forward_with_stats), which saves one pass over each row.
     ///
-    /// `xhat` is computed as `(x - mean) * rstd` from the saved values (in `F`, so for `f32` the
-    /// saved statistics carry `f32` rounding: the result is within a few units of `f32::EPSILON`
-    /// of the exact gradient rather than within one). A saved `rstd` of `+inf` (a constant row
-    /// with `eps == 0`) gives an input gradient of 0 for that row.
+    /// `xhat` is computed as `(x - mean) * rstd` from the saved values, which carry the rounding
+    /// of `F`: the gradient is as accurate as they allow. Where the terms of `dx` cancel, that
+    /// can be far less accurate than [`backward`](Self::backward), which recomputes the
+    /// statistics in twice the precision of the data (the tests bound the difference element
+    /// by element). A saved `rstd` of `+inf` (1/std beyond the range of `F`, e.g. a constant row
+    /// with `eps == 0`) makes that row recomputed as `backward` would.
     ///
     /// ```
     /// use approx::assert_abs_diff_eq;
@@ -151,14 +154,21 @@ impl<F: Float> LayerNorm<F> {
         let leading = &x.shape()[..x.ndim() - 1];
         validate::same_shape(leading, stats.mean.shape())?;
         validate::same_shape(leading, stats.rstd.shape())?;
-        // The saved statistics in the logical order in which rows are visited.
+        // The saved statistics in the logical order in which rows are visited. A saved rstd of
+        // +inf says only that 1/std is beyond the range of F (a constant row with eps == 0, or
+        // a row whose spread is that small): those rows are recomputed, which gives each its
+        // true gradient, or 0 for the constant row.
+        let eps = self.epsilon().wide();
         let saved: Vec<RowPlan> = stats
             .mean
             .iter()
             .zip(&stats.rstd)
-            .map(|(m, r)| RowPlan::Saved {
-                mean: m.wide(),
-                rstd: r.wide(),
+            .map(|(m, r)| match r.wide() {
+                f64::INFINITY => RowPlan::Recompute(eps),
+                rstd => RowPlan::Saved {
+                    mean: m.wide(),
+                    rstd,
+                },
             })
             .collect();
         Ok(self.backward_rows(x, dy, |i| saved[i]))

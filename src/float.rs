@@ -22,6 +22,10 @@ pub(crate) mod private {
         fn wide(self) -> f64;
         /// `v` rounded to `Self` (round to nearest, ties to even).
         fn narrow(v: f64) -> Self;
+        /// `hi + lo` (with `hi = fl(hi + lo)`) rounded to `Self` once: for `f32`, `hi` is first
+        /// rounded to odd towards `hi + lo`, so that a tie in `f32` is decided by `lo` and not
+        /// by a second rounding.
+        fn narrow_dd(hi: f64, lo: f64) -> Self;
     }
 
     impl Sealed for f32 {
@@ -32,6 +36,21 @@ pub(crate) mod private {
         }
         #[inline(always)]
         fn narrow(v: f64) -> Self {
+            v as f32
+        }
+        #[inline]
+        fn narrow_dd(hi: f64, lo: f64) -> Self {
+            let mut v = hi;
+            if lo != 0.0 && v.is_finite() && v.to_bits() & 1 == 0 {
+                // Round to odd: the f64 neighbour of `hi` on the side of `lo` (|lo| is at most
+                // half an ulp of `hi`, so `hi + lo` lies between the two).
+                let bits = v.to_bits();
+                v = f64::from_bits(if (lo > 0.0) == (v > 0.0) {
+                    bits + 1
+                } else {
+                    bits - 1
+                });
+            }
             v as f32
         }
     }
@@ -45,6 +64,10 @@ pub(crate) mod private {
         #[inline(always)]
         fn narrow(v: f64) -> Self {
             v
+        }
+        #[inline(always)]
+        fn narrow_dd(hi: f64, _lo: f64) -> Self {
+            hi
         }
     }
 }

@@ -33,7 +33,8 @@ use crate::validate;
 ///   for every epsilon including 0: its mean is exact and every deviation is 0, and `0 / 0` is
 ///   defined as 0 here.
 /// * A row that holds a NaN or an infinity gives NaN in every element of that row, and in its
-///   statistics; the other rows are not affected.
+///   statistics; the other rows are not affected. Gamma and beta are not checked for NaN: a
+///   NaN there gives NaN in its column of every row.
 /// * A zero-length last axis, or zero rows, gives an empty output of the same shape.
 ///
 /// # Example
@@ -302,7 +303,10 @@ impl<F: Float> LayerNorm<F> {
         let mut y = Array::zeros(x.raw_dim());
         let mut rows = Array::from_elem(row_dim(x), (F::zero(), F::zero()));
         self.normalize(x, &mut y, &mut rows, |slot, stats| {
-            *slot = (F::narrow(stats.mean), F::narrow(stats.rstd));
+            *slot = (
+                F::narrow_dd(stats.mean, stats.mean_lo),
+                F::narrow(stats.rstd),
+            );
         });
         let stats = Stats {
             mean: rows.map(|s| s.0),

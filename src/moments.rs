@@ -42,7 +42,10 @@ pub fn moments<F: Float, D: Dimension>(
     let mut rows = Array::from_elem(row_dim(x), (F::zero(), F::zero()));
     for_each_row(x, &mut rows, |x, slots| {
         rows_moments(x, n, slots, |slot, stats| {
-            *slot = (F::narrow(stats.mean), F::narrow(stats.var));
+            *slot = (
+                F::narrow_dd(stats.mean, stats.mean_lo),
+                F::narrow_dd(stats.var, stats.var_lo),
+            );
         })
     });
     Ok(Moments {

@@ -10,8 +10,11 @@ use ndarray::{Array, Array1, Dimension};
 pub struct Stats<F, E: Dimension> {
     /// The mean of each row.
     pub mean: Array<F, E>,
-    /// The reciprocal standard deviation of each row, `1 / sqrt(var + eps)`. It is `+inf` for a
-    /// constant row when `eps == 0` (whose normalized output is defined as 0).
+    /// The reciprocal standard deviation of each row, `1 / sqrt(var + eps)`, rounded to `F`.
+    /// It is `+inf` where that value is beyond the range of `F`: a constant row with
+    /// `eps == 0` (whose normalized output is defined as 0), or a row whose spread is smaller
+    /// than about `1 / F::MAX`. [`backward_with_stats`](crate::LayerNorm::backward_with_stats)
+    /// recomputes such rows.
     pub rstd: Array<F, E>,
 }
 

@@ -5,9 +5,12 @@ use ndarray::{Array1, ArrayRef, Dimension};
 use crate::error::{Error, Param};
 use crate::float::Float;
 
-/// Epsilon must be finite and non-negative.
+/// Epsilon must be finite and non-negative; `-0.0` is taken as `+0.0` (so that `1/sqrt(eps)`
+/// is `+inf`, never `-inf`).
 pub(crate) fn epsilon<F: Float>(epsilon: F) -> Result<F, Error> {
-    if epsilon.is_finite() && epsilon >= F::zero() {
+    if epsilon == F::zero() {
+        Ok(F::zero())
+    } else if epsilon.is_finite() && epsilon > F::zero() {
         Ok(epsilon)
     } else {
         Err(Error::InvalidEpsilon {

@@ -68,7 +68,7 @@ pub(crate) struct ParamSums<'a> {
 pub(crate) enum RowPlan {
     /// Recompute them from the row, in the working precision, with this epsilon.
     Recompute(f64),
-    /// Use the mean and `rstd` saved by a forward pass.
+    /// Use the mean and `rstd` saved by a forward pass (a finite `rstd`).
     Saved {
         /// The saved mean.
         mean: f64,
@@ -200,14 +200,17 @@ fn recompute<F: Float>(
         return Some(Norm { scale: 1.0, r });
     }
     let eps_scaled = eps * scale * scale;
-    let r = if eps_scaled.is_finite() {
-        W::<F>::of(1.0).div(var.add(W::<F>::of(eps_scaled)).sqrt())
-    } else {
-        // A tiny row whose variance is negligible next to eps: 1/sqrt(eps), rescaled.
-        W::<F>::of(1.0)
-            .div(W::<F>::of(eps).sqrt())
-            .mul(W::<F>::of(pow2(-k)))
-    };
+    if !eps_scaled.is_finite() {
+        // A tiny row whose variance is negligible next to eps: s = sqrt(eps) unscaled, so
+        // xhat = (d * 2^k) / sqrt(eps) * 2^-k (tiny, and exactly that) and dx = t / sqrt(eps).
+        let r = W::<F>::of(1.0).div(W::<F>::of(eps).sqrt());
+        let unscale = W::<F>::of(pow2(-k));
+        s.xhat.iter_mut().for_each(|d| *d = d.mul(r).mul(unscale));
+        return Some(Norm { scale: 1.0, r });
+    }
+    // var + eps_scaled cannot overflow: var is at most ~4 after rescaling, or below 2^802 for
+    // an unscaled f64 row, and for f32 input below 2^256; eps_scaled is finite.
+    let r = W::<F>::of(1.0).div(var.add(W::<F>::of(eps_scaled)).sqrt());
     s.xhat.iter_mut().for_each(|d| *d = d.mul(r));
     Some(Norm { scale, r })
 }
@@ -244,7 +247,6 @@ pub(crate) fn backward_row<F: Float>(
     }
     let norm = match plan {
         RowPlan::Recompute(eps) => recompute::<F>(x, eps, s),
-        RowPlan::Saved { rstd, .. } if rstd == f64::INFINITY => None,
         RowPlan::Saved { mean, rstd } => {
             let (mean, r) = (W::<F>::of(mean), W::<F>::of(rstd));
             s.xhat.clear();
@@ -254,13 +256,18 @@ pub(crate) fn backward_row<F: Float>(
         }
     };
     let Some(Norm { scale, r }) = norm else {
-        // A constant row with eps == 0: xhat and the input gradient are defined as 0.
-        dx.iter_mut().for_each(|v| *v = F::zero());
+        // A constant row with eps == 0: xhat and the input gradient are defined as 0, unless a
+        // NaN or an infinity in dy (or gamma) poisons the row, as it does every other row.
+        let finite = |v: &[F]| v.iter().all(|v| v.wide().is_finite());
+        let poisoned = !finite(dy) || gamma.is_some_and(|w| !finite(w));
+        let value = if poisoned { F::nan() } else { F::zero() };
+        dx.iter_mut().for_each(|v| *v = value);
         if let Some(acc) = sums.beta {
             acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
         }
         if let Some(acc) = sums.gamma {
-            acc.add_parts(dy.iter().map(|_| (0.0, 0.0)));
+            // dy * xhat with xhat = 0: a NaN or an infinity in dy still gives NaN.
+            acc.add_parts(dy.iter().map(|v| (v.wide() * 0.0, 0.0)));
         }
         return;
     };

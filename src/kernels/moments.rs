@@ -9,7 +9,7 @@
 //! sum of squares that overflows or underflows (values near `1e300` or `1e-300`, or a constant
 //! row), are recomputed on the row scaled by a power of two, which is exact.
 
-use super::sum::{accumulate, compensated_sum, div_by_len, two_sum, SHORT};
+use super::sum::{accumulate, compensated_sum, div_by_len, div_by_len_dd, two_sum, SHORT};
 use crate::float::Float;
 
 /// A sum of squares in `[TINY, HUGE]` is safe: nothing overflowed, and whatever underflowed
@@ -71,8 +71,13 @@ impl Plan {
 pub(crate) struct RowStats {
     /// The mean, correctly rounded.
     pub(crate) mean: f64,
+    /// What `mean` leaves out of the exact mean (0 where unknown: only on the rescaling slow
+    /// path, which `f32` input reaches only for constant rows, whose mean is exact).
+    pub(crate) mean_lo: f64,
     /// The biased variance, correctly rounded (infinite if it exceeds the `f64` range).
     pub(crate) var: f64,
+    /// What `var` leaves out (0 where unknown, as for `mean_lo`).
+    pub(crate) var_lo: f64,
     /// `1 / sqrt(var + eps)`; `+inf` for a constant row with `eps == 0`.
     pub(crate) rstd: f64,
     /// How to write the normalized row.
@@ -84,7 +89,9 @@ impl RowStats {
     pub(crate) fn nan() -> Self {
         RowStats {
             mean: f64::NAN,
+            mean_lo: 0.0,
             var: f64::NAN,
+            var_lo: 0.0,
             rstd: f64::NAN,
             plan: Plan::nan(),
         }
@@ -101,31 +108,46 @@ pub(crate) fn row_stats<F: Float>(x: &[F], eps: f64) -> RowStats {
         return RowStats::nan();
     }
     let (hi, lo) = compensated_sum(x, |v| v);
-    let mut mean = div_by_len(hi, lo, n);
+    let (mut mean, mut mean_lo) = div_by_len_dd(hi, lo, n);
     if !mean.is_finite() {
         if x.iter().any(|v| !v.wide().is_finite()) {
             return RowStats::nan();
         }
-        mean = mean_of_huge_row(x);
+        (mean, mean_lo) = (mean_of_huge_row(x), 0.0);
     }
     let (sq_hi, sq_lo) = compensated_sum(x, |v| {
         let d = v - mean;
         d * d
     });
     if (TINY..=HUGE).contains(&sq_hi) {
-        return fast_stats(mean, sq_hi, sq_lo, n, eps);
+        return fast_stats((mean, mean_lo), sq_hi, sq_lo, n, eps);
     }
     scaled_row_stats(x, mean, eps)
 }
 
+/// `fl(sqrt(fl(var + eps)))`, also where `var + eps` overflows (a variance near the top of the
+/// range with a huge epsilon): then `2 * sqrt(var/4 + eps/4)`, which scales exactly.
+#[inline(always)]
+pub(crate) fn sqrt_sum(var: f64, eps: f64) -> f64 {
+    let v = var + eps;
+    if v.is_finite() {
+        v.sqrt()
+    } else {
+        2.0 * (var * 0.25 + eps * 0.25).sqrt()
+    }
+}
+
 /// The statistics of a row whose sum of squares `sq_hi + sq_lo` is in range.
 #[inline(always)]
-fn fast_stats(mean: f64, sq_hi: f64, sq_lo: f64, n: usize, eps: f64) -> RowStats {
-    let var = div_by_len(sq_hi, sq_lo, n);
-    let s = (var + eps).sqrt();
+fn fast_stats(mean: (f64, f64), sq_hi: f64, sq_lo: f64, n: usize, eps: f64) -> RowStats {
+    let (var, var_lo) = div_by_len_dd(sq_hi, sq_lo, n);
+    let s = sqrt_sum(var, eps);
+    let (mean, mean_lo) = mean;
     RowStats {
         mean,
+        mean_lo,
         var,
+        var_lo,
         rstd: 1.0 / s,
         plan: Plan {
             scale: 1.0,
@@ -174,10 +196,10 @@ pub(crate) fn short_rows_stats<F: Float>(
             accumulate(&mut hi[r], &mut lo[r], col[r]);
         }
     }
-    let mut mean = [0.0f64; BATCH];
+    let (mut mean, mut mean_lo) = ([0.0f64; BATCH], [0.0f64; BATCH]);
     for r in 0..BATCH {
         let (h, l) = two_sum(hi[r], lo[r]);
-        mean[r] = div_by_len(h, l, n);
+        (mean[r], mean_lo[r]) = div_by_len_dd(h, l, n);
     }
     let (mut hi, mut lo) = ([0.0f64; BATCH], [0.0f64; BATCH]);
     for col in xt {
@@ -186,19 +208,21 @@ pub(crate) fn short_rows_stats<F: Float>(
             accumulate(&mut hi[r], &mut lo[r], d * d);
         }
     }
-    let (mut var, mut s) = ([0.0f64; BATCH], [0.0f64; BATCH]);
+    let (mut var, mut var_lo, mut s) = ([0.0f64; BATCH], [0.0f64; BATCH], [0.0f64; BATCH]);
     let mut fast = [false; BATCH];
     for r in 0..BATCH {
         let (sq_hi, sq_lo) = two_sum(hi[r], lo[r]);
         fast[r] = mean[r].is_finite() && (TINY..=HUGE).contains(&sq_hi);
-        var[r] = div_by_len(sq_hi, sq_lo, n);
-        s[r] = (var[r] + eps).sqrt();
+        (var[r], var_lo[r]) = div_by_len_dd(sq_hi, sq_lo, n);
+        s[r] = sqrt_sum(var[r], eps);
     }
     for (r, (out, row)) in out.iter_mut().zip(x.chunks_exact(n)).enumerate() {
         *out = if fast[r] {
             RowStats {
                 mean: mean[r],
+                mean_lo: mean_lo[r],
                 var: var[r],
+                var_lo: var_lo[r],
                 rstd: 1.0 / s[r],
                 plan: Plan {
                     scale: 1.0,
@@ -255,7 +279,9 @@ fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
         let den = if eps > 0.0 { eps.sqrt() } else { f64::INFINITY };
         return RowStats {
             mean,
+            mean_lo: 0.0,
             var: 0.0,
+            var_lo: 0.0,
             rstd: 1.0 / eps.sqrt(),
             plan: Plan {
                 scale: 1.0,
@@ -268,10 +294,12 @@ fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
     let var = var_scaled * unscale * unscale;
     let eps_scaled = eps * scale * scale;
     if eps_scaled.is_finite() {
-        let den = (var_scaled + eps_scaled).sqrt();
+        let den = sqrt_sum(var_scaled, eps_scaled);
         RowStats {
             mean,
+            mean_lo: 0.0,
             var,
+            var_lo: 0.0,
             rstd: scale / den,
             plan: Plan {
                 scale,
@@ -286,7 +314,9 @@ fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
         let den = eps.sqrt();
         RowStats {
             mean,
+            mean_lo: 0.0,
             var,
+            var_lo: 0.0,
             rstd: 1.0 / den,
             plan: Plan {
                 scale,

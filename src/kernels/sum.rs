@@ -106,12 +106,21 @@ fn high_half(v: f64) -> f64 {
 }
 
 /// `fl((hi + lo) / n)`, rounded once (up to ties that no realistic input reaches).
-///
-/// `q = fl(hi / n)` is corrected by the exact remainder `hi - q * n`. For `n < 2^26` the product
-/// `q * n` is split exactly into two products of at most 53 bits each, so no FMA is needed (on the
-/// baseline x86-64 target `mul_add` is a library call); longer rows use `mul_add`, once per row.
 #[inline]
 pub(crate) fn div_by_len(hi: f64, lo: f64, n: usize) -> f64 {
+    div_by_len_dd(hi, lo, n).0
+}
+
+/// `(hi + lo) / n` as `(q, e)`: `q = fl((hi + lo) / n)`, rounded once (up to ties that no
+/// realistic input reaches), and `e` the part of the quotient that `q` leaves out (to about
+/// `2^-53 |e|`), for rounding `q + e` correctly to a narrower type.
+///
+/// `q0 = fl(hi / n)` is corrected by the exact remainder `hi - q0 * n`. For `n < 2^26` the
+/// product `q0 * n` is split exactly into two products of at most 53 bits each, so no FMA is
+/// needed (on the baseline x86-64 target `mul_add` is a library call); longer rows use
+/// `mul_add`, once per row.
+#[inline]
+pub(crate) fn div_by_len_dd(hi: f64, lo: f64, n: usize) -> (f64, f64) {
     let nf = n as f64;
     let q = hi / nf;
     let r = if n < (1 << 26) {
@@ -124,7 +133,7 @@ pub(crate) fn div_by_len(hi: f64, lo: f64, n: usize) -> f64 {
     } else {
         (-q).mul_add(nf, hi)
     };
-    q + (r + lo) / nf
+    two_sum(q, (r + lo) / nf)
 }
 
 #[cfg(test)]
