@@ -62,99 +62,15 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
-use ndarray::{Array, Array1, Array2, Zip};
+use ndarray::{Array2, Zip};
 use ndarray_layernorm::{Float, LayerNorm};
 use ndarray_rand::rand_distr::{Distribution, StandardNormal};
-use ndarray_rand::RandomExt;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use std::hint::black_box;
 use std::time::Duration;
 
-/// A benchmarked input shape: `rows x cols`, normalized over `cols`.
-#[derive(Clone, Copy)]
-struct Shape {
-    rows: usize,
-    cols: usize,
-    /// The input is `x.t()` of a `cols x rows` array (column-major).
-    transposed: bool,
-}
-
-const fn shape(rows: usize, cols: usize) -> Shape {
-    Shape {
-        rows,
-        cols,
-        transposed: false,
-    }
-}
-
-const FORWARD_SHAPES: &[Shape] = &[
-    shape(32, 768),
-    shape(4096, 768),
-    shape(8192, 1024),
-    shape(2048, 4096),
-    shape(65536, 64),
-    shape(256, 65536),
-    shape(1_000_000, 5),
-    Shape {
-        rows: 4096,
-        cols: 768,
-        transposed: true,
-    },
-];
-
-const BACKWARD_SHAPES: &[Shape] = &[shape(32, 768), shape(4096, 768)];
-
-impl Shape {
-    fn name(self) -> String {
-        let t = if self.transposed { "T" } else { "" };
-        format!("{}x{}{t}", self.rows, self.cols)
-    }
-
-    fn len(self) -> usize {
-        self.rows * self.cols
-    }
-
-    /// Seeded standard-normal input of this shape and layout.
-    fn input<F: Float>(self, seed: u64) -> Array2<F>
-    where
-        StandardNormal: Distribution<F>,
-    {
-        if self.transposed {
-            // The owned equivalent of `base.t()`: same memory, axes swapped.
-            random((self.cols, self.rows), seed).reversed_axes()
-        } else {
-            random((self.rows, self.cols), seed)
-        }
-    }
-}
-
-fn random<F: Float>(dim: (usize, usize), seed: u64) -> Array2<F>
-where
-    StandardNormal: Distribution<F>,
-{
-    let mut rng = StdRng::seed_from_u64(seed);
-    Array::random_using(dim, StandardNormal, &mut rng)
-}
-
-fn random_param<F: Float>(len: usize, seed: u64) -> Array1<F>
-where
-    StandardNormal: Distribution<F>,
-{
-    let mut rng = StdRng::seed_from_u64(seed);
-    Array::random_using(len, StandardNormal, &mut rng)
-}
-
-/// A layer with seeded random gamma and beta.
-fn affine<F: Float>(cols: usize) -> LayerNorm<F>
-where
-    StandardNormal: Distribution<F>,
-{
-    LayerNorm::<F>::default()
-        .with_gamma(random_param(cols, 2))
-        .and_then(|ln| ln.with_beta(random_param(cols, 3)))
-        .expect("valid parameters")
-}
+#[path = "common/shapes.rs"]
+mod shapes;
+use shapes::{affine, BACKWARD_SHAPES, FORWARD_SHAPES};
 
 /// Modest sampling: big arrays get 10 flat samples over 3 s, small ones 50 samples over 2 s.
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>, len: usize) {
@@ -297,7 +213,8 @@ fn benches(c: &mut Criterion) {
 /// `--features rayon` only: `forward_into` and its copy baseline on a two-thread pool.
 #[cfg(feature = "rayon")]
 mod two_threads {
-    use super::{affine, configure, shape, Shape};
+    use super::configure;
+    use super::shapes::{affine, shape, Shape};
     use criterion::{Criterion, Throughput};
     use ndarray::{Array2, Zip};
     use std::hint::black_box;

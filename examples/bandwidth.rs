@@ -59,50 +59,19 @@
 //!
 //! `RmsNorm` does not exist yet: see the marked place below `backward_rows` for its rows.
 
-use ndarray::{Array, Array1, Array2};
+use ndarray::Array2;
 use ndarray_layernorm::{Float, LayerNorm};
 use ndarray_rand::rand_distr::{Distribution, StandardNormal};
-use ndarray_rand::RandomExt;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-/// A measured input shape: `rows x cols`, normalized over `cols`.
-#[derive(Clone, Copy)]
-struct Shape {
-    rows: usize,
-    cols: usize,
-    /// The input is `x.t()` of a `cols x rows` array (column-major).
-    transposed: bool,
-}
-
-const fn shape(rows: usize, cols: usize) -> Shape {
-    Shape {
-        rows,
-        cols,
-        transposed: false,
-    }
-}
-
-const TRANSPOSED: Shape = Shape {
-    rows: 4096,
-    cols: 768,
-    transposed: true,
-};
+#[path = "../benches/common/shapes.rs"]
+mod shapes;
+use shapes::{affine, shape, Shape, BACKWARD_SHAPES, FORWARD_SHAPES, TRANSPOSED};
 
 /// The shapes of the criterion benchmark (`benches/layer_norm.rs`).
-const FULL_SHAPES: &[Shape] = &[
-    shape(32, 768),
-    shape(4096, 768),
-    shape(8192, 1024),
-    shape(2048, 4096),
-    shape(65536, 64),
-    shape(256, 65536),
-    shape(1_000_000, 5),
-    TRANSPOSED,
-];
+const FULL_SHAPES: &[Shape] = FORWARD_SHAPES;
 
 /// `--quick`: one of each kind (small, medium, long rows, short rows, transposed).
 const QUICK_SHAPES: &[Shape] = &[
@@ -114,59 +83,8 @@ const QUICK_SHAPES: &[Shape] = &[
     TRANSPOSED,
 ];
 
-const FULL_BACKWARD: &[Shape] = &[shape(32, 768), shape(4096, 768)];
+const FULL_BACKWARD: &[Shape] = BACKWARD_SHAPES;
 const QUICK_BACKWARD: &[Shape] = &[shape(4096, 768)];
-
-impl Shape {
-    fn name(self) -> String {
-        let t = if self.transposed { "T" } else { "" };
-        format!("{}x{}{t}", self.rows, self.cols)
-    }
-
-    fn len(self) -> usize {
-        self.rows * self.cols
-    }
-
-    /// Seeded standard-normal input of this shape and layout (the same data as the benchmark).
-    fn input<F: Float>(self, seed: u64) -> Array2<F>
-    where
-        StandardNormal: Distribution<F>,
-    {
-        if self.transposed {
-            // The owned equivalent of `base.t()`: same memory, axes swapped.
-            random((self.cols, self.rows), seed).reversed_axes()
-        } else {
-            random((self.rows, self.cols), seed)
-        }
-    }
-}
-
-fn random<F: Float>(dim: (usize, usize), seed: u64) -> Array2<F>
-where
-    StandardNormal: Distribution<F>,
-{
-    let mut rng = StdRng::seed_from_u64(seed);
-    Array::random_using(dim, StandardNormal, &mut rng)
-}
-
-fn random_param<F: Float>(len: usize, seed: u64) -> Array1<F>
-where
-    StandardNormal: Distribution<F>,
-{
-    let mut rng = StdRng::seed_from_u64(seed);
-    Array::random_using(len, StandardNormal, &mut rng)
-}
-
-/// A layer with seeded random gamma and beta.
-fn affine<F: Float>(cols: usize) -> LayerNorm<F>
-where
-    StandardNormal: Distribution<F>,
-{
-    LayerNorm::<F>::default()
-        .with_gamma(random_param(cols, 2))
-        .and_then(|ln| ln.with_beta(random_param(cols, 3)))
-        .expect("valid parameters")
-}
 
 /// How long and how often to time.
 #[derive(Clone, Copy)]
