@@ -1,4 +1,4 @@
-//! The backward pass of [`LayerNorm`].
+//! The backward passes of [`LayerNorm`] and [`RmsNorm`](crate::RmsNorm).
 //!
 //! # Derivation
 //! For one row of length `n`, write `mu = sum(x) / n`, `var = sum((x - mu)^2) / n`,
@@ -27,6 +27,19 @@
 //! mean(g xhat) sum_j xhat_j) / s = 0`, and `sum_j xhat_j dL/dx_j = (sum g xhat - 0 - mean(g xhat)
 //! sum xhat^2) / s = sum(g xhat) (1 - var/(var + eps)) / s`, which is 0 when `eps = 0`.
 //!
+//! # RMSNorm
+//! Without centring, `ms = sum(x^2) / n`, `s = sqrt(ms + eps)`, `xhat_i = x_i / s`. Then
+//! `d s / d x_j = x_j / (n s) = xhat_j / n` as before, but `xhat_i` has no `-1/n` term:
+//!
+//! ```text
+//! d xhat_i / d x_j = (delta_ij - xhat_i * xhat_j / n) / s
+//! dL/dx_j = (g_j - xhat_j * mean(g * xhat)) / s
+//! ```
+//!
+//! which is the LayerNorm formula without `mean(g)`; the kernel evaluates it the same way. An
+//! all-zero row (the RMSNorm counterpart of a constant row) has `xhat = 0`, so its gradient is
+//! `g / sqrt(eps)`, and is defined as 0 when `eps = 0`.
+//!
 //! # Degenerate rows
 //! A row of one element has `xhat = 0` and `g - mean(g) = 0`, so its input gradient is exactly 0
 //! and it adds exactly 0 to `dgamma`. A constant row has `xhat = 0`; with `eps > 0` its input
@@ -38,13 +51,13 @@
 //! compensation in blocks of a fixed number of rows, and the blocks are merged in order, so the
 //! result does not depend on the layout of the input (nor, with threads, on their number).
 
-use ndarray::{Array, Array1, ArrayRef, Dimension};
+use ndarray::{ArrayRef, Dimension};
 
-use crate::driver::fold_row_blocks;
 use crate::error::Error;
 use crate::float::Float;
-use crate::kernels::{backward_row, BackwardScratch, ColumnSums, ParamSums, RowPlan};
+use crate::kernels::RowPlan;
 use crate::layer_norm::LayerNorm;
+use crate::norm::{Core, LAYER};
 use crate::outputs::{Gradients, Stats};
 use crate::validate;
 
@@ -85,7 +98,7 @@ impl<F: Float> LayerNorm<F> {
     /// let grads = ln.backward(&x, &dy)?;
     /// // xhat = (-a, 0, a) with a = sqrt(3/2); dbeta = dy; dgamma = dy * xhat.
     /// let a = 1.5f64.sqrt();
-    /// assert_eq!(grads.beta.unwrap(), array![0.0, 0.0, 1.0]);
+    /// assert_eq!(grads.beta.unwrap(), array![0.0, 0.0, 1.0].into_dyn());
     /// assert_abs_diff_eq!(grads.gamma.unwrap()[2], a, epsilon = 1e-15);
     /// // dx = (g - 1/3 - xhat * a/3) / s with s = sqrt(2/3).
     /// let s = (2.0f64 / 3.0).sqrt();
@@ -98,17 +111,21 @@ impl<F: Float> LayerNorm<F> {
     /// ```
     ///
     /// # Errors
-    /// * [`Error::ZeroDimensional`] if `x` has no axis.
-    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ZeroDimensional`] if `x` has no axis, [`Error::TooFewAxes`] if it has fewer
+    ///   than the layer normalizes over.
+    /// * [`Error::ParamLength`] (one normalized axis) or [`Error::ParamShape`] (several) if gamma
+    ///   or beta does not have the shape of the normalized axes of `x`.
     /// * [`Error::ShapeMismatch`] if `dy` does not have the shape of `x`.
     pub fn backward<D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
         dy: &ArrayRef<F, D>,
     ) -> Result<Gradients<F, D>, Error> {
-        self.check_backward(x, dy)?;
+        self.core.check_backward(x, dy)?;
         let eps = self.epsilon().wide();
-        Ok(self.backward_rows(x, dy, |_| RowPlan::Recompute(eps)))
+        Ok(self
+            .core
+            .backward::<LAYER, _>(x, dy, |_| RowPlan::Recompute(eps)))
     }
 
     /// [`backward`](Self::backward) with the statistics saved by
@@ -140,42 +157,28 @@ impl<F: Float> LayerNorm<F> {
     /// ```
     ///
     /// # Errors
-    /// * [`Error::ZeroDimensional`] if `x` has no axis.
-    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ZeroDimensional`] if `x` has no axis, [`Error::TooFewAxes`] if it has fewer
+    ///   than the layer normalizes over.
+    /// * [`Error::ParamLength`] (one normalized axis) or [`Error::ParamShape`] (several) if gamma
+    ///   or beta does not have the shape of the normalized axes of `x`.
     /// * [`Error::ShapeMismatch`] if `dy` does not have the shape of `x`, or `stats.mean` or
-    ///   `stats.rstd` does not have the shape of `x` without its last axis.
+    ///   `stats.rstd` does not have the shape [`forward_with_stats`](Self::forward_with_stats)
+    ///   gives them.
     pub fn backward_with_stats<D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
         stats: &Stats<F, D::Smaller>,
         dy: &ArrayRef<F, D>,
     ) -> Result<Gradients<F, D>, Error> {
-        self.check_backward(x, dy)?;
-        let leading = &x.shape()[..x.ndim() - 1];
-        validate::same_shape(leading, stats.mean.shape())?;
-        validate::same_shape(leading, stats.rstd.shape())?;
-        // The saved statistics in the logical order in which rows are visited. A saved rstd of
-        // +inf says only that 1/std is beyond the range of F (a constant row with eps == 0, or
-        // a row whose spread is that small): those rows are recomputed, which gives each its
-        // true gradient, or 0 for the constant row.
-        let eps = self.epsilon().wide();
-        let saved: Vec<RowPlan> = stats
-            .mean
-            .iter()
-            .zip(&stats.rstd)
-            .map(|(m, r)| match r.wide() {
-                f64::INFINITY => RowPlan::Recompute(eps),
-                rstd => RowPlan::Saved {
-                    mean: m.wide(),
-                    rstd,
-                },
-            })
-            .collect();
-        Ok(self.backward_rows(x, dy, |i| saved[i]))
+        self.core.check_backward(x, dy)?;
+        let plans = self.core.saved_plans(x, Some(&stats.mean), &stats.rstd)?;
+        Ok(self.core.backward::<LAYER, _>(x, dy, |i| plans[i]))
     }
+}
 
-    /// The shared checks of both backward entry points.
-    fn check_backward<D: Dimension>(
+impl<F: Float> Core<F> {
+    /// The shared checks of every backward entry point.
+    pub(crate) fn check_backward<D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
         dy: &ArrayRef<F, D>,
@@ -184,58 +187,33 @@ impl<F: Float> LayerNorm<F> {
         validate::same_shape(x.shape(), dy.shape())
     }
 
-    /// Runs the row kernel over every row, with `plan(i)` giving the statistics of row `i`, and
-    /// reduces the parameter gradients: each block of rows sums into its own compensated
-    /// column sums, and the blocks are merged in block order.
-    fn backward_rows<D: Dimension>(
+    /// The saved statistics (the mean, or 0 without one) as row plans, in the logical order in
+    /// which rows are visited, after checking their shapes. A saved rstd of +inf says only
+    /// that 1/std is beyond the range of F (a constant row with eps == 0, or a row whose
+    /// spread is that small): those rows are recomputed, which gives each its true gradient,
+    /// or 0 for the constant row.
+    pub(crate) fn saved_plans<D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
-        dy: &ArrayRef<F, D>,
-        plan: impl Fn(usize) -> RowPlan + Sync,
-    ) -> Gradients<F, D> {
-        let n = x.shape()[x.ndim() - 1];
-        let (gamma, beta) = self.params();
-        let mut input = Array::zeros(x.raw_dim());
-        let new_sums = |present: bool| present.then(|| ColumnSums::new(n));
-        let mut gamma_total = new_sums(gamma.is_some());
-        let mut beta_total = new_sums(beta.is_some());
-        fold_row_blocks(
-            x,
-            dy,
-            &mut input,
-            |first_row, x, dy, dx| {
-                let mut gamma_sums = new_sums(gamma.is_some());
-                let mut beta_sums = new_sums(beta.is_some());
-                let mut scratch = BackwardScratch::new(n);
-                if n > 0 {
-                    let rows = x.chunks_exact(n).zip(dy.chunks_exact(n));
-                    for (r, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(n)).enumerate() {
-                        let sums = ParamSums {
-                            gamma: gamma_sums.as_mut(),
-                            beta: beta_sums.as_mut(),
-                        };
-                        backward_row(x, dy, dx, plan(first_row + r), gamma, &mut scratch, sums);
-                    }
-                }
-                (gamma_sums, beta_sums)
-            },
-            |(gamma_part, beta_part)| {
-                merge(&mut gamma_total, gamma_part);
-                merge(&mut beta_total, beta_part);
-            },
-        );
-        let finish = |s: Option<ColumnSums>| s.map(|s| Array1::from_vec(s.finish::<F>()));
-        Gradients {
-            input,
-            gamma: finish(gamma_total),
-            beta: finish(beta_total),
+        mean: Option<&ArrayRef<F, D::Smaller>>,
+        rstd: &ArrayRef<F, D::Smaller>,
+    ) -> Result<Vec<RowPlan>, Error> {
+        let dim = self.stats_dim(x);
+        if let Some(mean) = mean {
+            validate::same_shape(dim.slice(), mean.shape())?;
         }
-    }
-}
-
-/// Merges a block's sums into the total, in block order.
-fn merge(total: &mut Option<ColumnSums>, part: Option<ColumnSums>) {
-    if let (Some(total), Some(part)) = (total, part) {
-        total.merge(&part);
+        validate::same_shape(dim.slice(), rstd.shape())?;
+        let eps = self.epsilon.wide();
+        let plan = |m: F, r: F| match r.wide() {
+            f64::INFINITY => RowPlan::Recompute(eps),
+            rstd => RowPlan::Saved {
+                mean: m.wide(),
+                rstd,
+            },
+        };
+        Ok(match mean {
+            Some(mean) => mean.iter().zip(rstd).map(|(&m, &r)| plan(m, r)).collect(),
+            None => rstd.iter().map(|&r| plan(F::zero(), r)).collect(),
+        })
     }
 }

@@ -39,33 +39,59 @@ impl<F> Default for Scratch<F> {
     }
 }
 
-/// `x` as a `rows x n` view if its leading axes can be merged without a copy.
-fn rows_view<F, D: Dimension>(x: &ArrayRef<F, D>) -> Option<ArrayView2<'_, F>> {
+/// `x` as a `rows x n` view, its last `axes` axes merged into the row and the others into the
+/// rows, if that needs no copy.
+fn rows_view<F, D: Dimension>(x: &ArrayRef<F, D>, axes: usize) -> Option<ArrayView2<'_, F>> {
     if x.is_empty() {
-        return ArrayView2::from_shape(rows_by_len(x.shape()), &[]).ok();
+        return ArrayView2::from_shape(rows_by_len(x.shape(), axes), &[]).ok();
     }
-    merge_leading_axes(x.view().into_dyn())
+    merge_into_rows(x.view().into_dyn(), axes)
 }
 
-/// `x` as `rows x n`: a view where its leading axes merge, else a copy in standard layout.
-fn rows_of<F: Clone, D: Dimension>(x: &ArrayRef<F, D>) -> CowArray<'_, F, Ix2> {
-    match rows_view(x) {
+/// `x` as `rows x n`: a view where its axes merge, else a copy in standard layout.
+fn rows_of<F: Clone, D: Dimension>(x: &ArrayRef<F, D>, axes: usize) -> CowArray<'_, F, Ix2> {
+    match rows_view(x, axes) {
         Some(v) => CowArray::from(v),
         None => CowArray::from(
             x.as_standard_layout()
                 .into_owned()
-                .into_shape_with_order(rows_by_len(x.shape()))
+                .into_shape_with_order(rows_by_len(x.shape(), axes))
                 .expect("a standard-layout array takes any shape of its size"),
         ),
     }
 }
 
 /// The mutable counterpart of [`rows_view`].
-fn rows_view_mut<F, D: Dimension>(x: &mut ArrayRef<F, D>) -> Option<ArrayViewMut2<'_, F>> {
+fn rows_view_mut<F, D: Dimension>(
+    x: &mut ArrayRef<F, D>,
+    axes: usize,
+) -> Option<ArrayViewMut2<'_, F>> {
     if x.is_empty() {
-        return ArrayViewMut2::from_shape(rows_by_len(x.shape()), &mut []).ok();
+        return ArrayViewMut2::from_shape(rows_by_len(x.shape(), axes), &mut []).ok();
     }
-    merge_leading_axes(x.view_mut().into_dyn())
+    merge_into_rows(x.view_mut().into_dyn(), axes)
+}
+
+/// A non-empty view with its last `axes` axes merged into one (the row) and the others into
+/// another (the rows), both in logical row-major order, or `None` if the strides do not allow
+/// it (`1 <= axes <= ndim`).
+fn merge_into_rows<S: RawData>(
+    mut v: ArrayBase<S, IxDyn>,
+    axes: usize,
+) -> Option<ArrayBase<S, Ix2>> {
+    let nd = v.ndim();
+    debug_assert!(axes >= 1 && axes <= nd && !v.is_empty());
+    // The normalized axes, each merged into the next (faster) one, end in the last axis; the
+    // axes they leave behind have length 1 and are dropped.
+    for k in nd - axes..nd - 1 {
+        if !v.merge_axes(Axis(k), Axis(k + 1)) {
+            return None;
+        }
+    }
+    for k in (nd - axes..nd - 1).rev() {
+        v.index_axis_inplace(Axis(k), 0);
+    }
+    merge_leading_axes(v)
 }
 
 /// A non-empty view (of at least one axis) with its leading axes merged into one, in logical
@@ -87,12 +113,11 @@ fn merge_leading_axes<S: RawData>(mut v: ArrayBase<S, IxDyn>) -> Option<ArrayBas
     v.into_dimensionality::<Ix2>().ok()
 }
 
-/// `(rows, n)` for an array of the given shape (at least one axis).
-fn rows_by_len(shape: &[usize]) -> (usize, usize) {
-    match shape.split_last() {
-        Some((&n, leading)) => (leading.iter().product(), n),
-        None => (1, 1),
-    }
+/// `(rows, n)` for an array of the given shape (at least `axes` axes) whose last `axes` axes
+/// are normalized.
+pub(crate) fn rows_by_len(shape: &[usize], axes: usize) -> (usize, usize) {
+    let (leading, row) = shape.split_at(shape.len() - axes);
+    (leading.iter().product(), row.iter().product())
 }
 
 /// The per-row array as a 1-D view (it is always created in standard layout).
@@ -167,18 +192,20 @@ fn scatter<F: Copy>(scratch: &[F], mut block: ArrayViewMut2<'_, F>) {
     }
 }
 
-/// Calls `f(rows, slots)` on blocks of rows of `x`, with the matching elements of `per_row`
-/// (whose shape is the shape of `x` without its last axis).
-pub(crate) fn for_each_row<F, T, D>(
+/// Calls `f(rows, slots)` on blocks of rows of `x` (its last `axes` axes merged into the row),
+/// with the matching elements of `per_row` (one per row, in standard layout).
+pub(crate) fn for_each_row<F, T, D, E>(
     x: &ArrayRef<F, D>,
-    per_row: &mut ArrayRef<T, D::Smaller>,
+    axes: usize,
+    per_row: &mut ArrayRef<T, E>,
     f: impl Fn(&[F], &mut [T]) + Sync,
 ) where
     F: Copy + Zero + Send + Sync,
     T: Send,
     D: Dimension,
+    E: Dimension,
 {
-    let x2 = rows_of(x);
+    let x2 = rows_of(x, axes);
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         x2.len(),
@@ -193,25 +220,27 @@ pub(crate) fn for_each_row<F, T, D>(
 
 /// Calls `f(x_rows, y_rows, slots)` on blocks of rows of `x`, the matching rows of `y` (same
 /// shape) and the matching elements of `per_row`.
-pub(crate) fn for_each_row_pair<F, T, D>(
+pub(crate) fn for_each_row_pair<F, T, D, E>(
     x: &ArrayRef<F, D>,
     y: &mut ArrayRef<F, D>,
-    per_row: &mut ArrayRef<T, D::Smaller>,
+    axes: usize,
+    per_row: &mut ArrayRef<T, E>,
     f: impl Fn(&[F], &mut [F], &mut [T]) + Sync,
 ) where
     F: Copy + Zero + Send + Sync,
     T: Send,
     D: Dimension,
+    E: Dimension,
 {
     debug_assert_eq!(x.shape(), y.shape());
-    if rows_view_mut(y).is_none() {
-        // An output whose leading axes cannot be merged: compute into standard layout first.
+    if rows_view_mut(y, axes).is_none() {
+        // An output whose axes cannot be merged: compute into standard layout first.
         let mut tmp = y.as_standard_layout().into_owned();
-        for_each_row_pair(x, &mut tmp, per_row, f);
+        for_each_row_pair(x, &mut tmp, axes, per_row, f);
         return y.assign(&tmp);
     }
-    let x2 = rows_of(x);
-    let mut y2 = rows_view_mut(y).expect("checked above");
+    let x2 = rows_of(x, axes);
+    let mut y2 = rows_view_mut(y, axes).expect("checked above");
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         x2.len(),
@@ -231,23 +260,71 @@ type BlockPair<'a, F, T> = (
     ArrayViewMut1<'a, T>,
 );
 
+/// Calls `f(x_rows, r_rows, h_rows, y_rows, slots)` on blocks of rows of two inputs `x` and
+/// `r` and two outputs `h` and `y` (all four of the same shape), with the matching elements of
+/// `per_row`.
+pub(crate) fn for_each_row_quad<F, T, D, E>(
+    (x, r): (&ArrayRef<F, D>, &ArrayRef<F, D>),
+    (h, y): (&mut ArrayRef<F, D>, &mut ArrayRef<F, D>),
+    axes: usize,
+    per_row: &mut ArrayRef<T, E>,
+    f: impl Fn(&[F], &[F], &mut [F], &mut [F], &mut [T]) + Sync,
+) where
+    F: Copy + Zero + Send + Sync,
+    T: Send,
+    D: Dimension,
+    E: Dimension,
+{
+    debug_assert!(x.shape() == r.shape() && x.shape() == h.shape() && x.shape() == y.shape());
+    let (x2, r2) = (rows_of(x, axes), rows_of(r, axes));
+    let mut h2 = rows_view_mut(h, axes).expect("h is created in standard layout");
+    let mut y2 = rows_view_mut(y, axes).expect("y is created in standard layout");
+    let mut slots = slots_view(per_row);
+    parallel::for_each_block(
+        x2.len(),
+        x2.axis_chunks_iter(Axis(0), ROW_BLOCK)
+            .zip(r2.axis_chunks_iter(Axis(0), ROW_BLOCK))
+            .zip(h2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
+            .zip(y2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
+            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        |scratch: &mut Scratch<F>, ((((xb, rb), mut hb), mut yb), mut sb): BlockQuad<'_, F, T>| {
+            let slots = sb.as_slice_mut().expect("standard layout");
+            let hs = hb.as_slice_mut().expect("h is created in standard layout");
+            let ys = yb.as_slice_mut().expect("y is created in standard layout");
+            let xs = block_slice(xb, &mut scratch.a);
+            let rs = block_slice(rb, &mut scratch.b);
+            f(xs, rs, hs, ys, slots)
+        },
+    );
+}
+
+type BlockQuad<'a, F, T> = (
+    (
+        ((ArrayView2<'a, F>, ArrayView2<'a, F>), ArrayViewMut2<'a, F>),
+        ArrayViewMut2<'a, F>,
+    ),
+    ArrayViewMut1<'a, T>,
+);
+
 /// Calls `f(rows, slots)` on blocks of rows of `y`, which `f` may overwrite, and the matching
 /// elements of `per_row`.
-pub(crate) fn for_each_row_mut<F, T, D>(
+pub(crate) fn for_each_row_mut<F, T, D, E>(
     y: &mut ArrayRef<F, D>,
-    per_row: &mut ArrayRef<T, D::Smaller>,
+    axes: usize,
+    per_row: &mut ArrayRef<T, E>,
     f: impl Fn(&mut [F], &mut [T]) + Sync,
 ) where
     F: Copy + Zero + Send + Sync,
     T: Send,
     D: Dimension,
+    E: Dimension,
 {
-    if rows_view_mut(y).is_none() {
+    if rows_view_mut(y, axes).is_none() {
         let mut tmp = y.as_standard_layout().into_owned();
-        for_each_row_mut(&mut tmp, per_row, f);
+        for_each_row_mut(&mut tmp, axes, per_row, f);
         return y.assign(&tmp);
     }
-    let mut y2 = rows_view_mut(y).expect("checked above");
+    let mut y2 = rows_view_mut(y, axes).expect("checked above");
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         y2.len(),
@@ -260,6 +337,49 @@ pub(crate) fn for_each_row_mut<F, T, D>(
     );
 }
 
+/// Calls `f(x_rows, r_rows, slots)` on blocks of rows of `x` and `r` (same shape), both of
+/// which `f` may overwrite, and the matching elements of `per_row`.
+pub(crate) fn for_each_row_mut_pair<F, T, D, E>(
+    x: &mut ArrayRef<F, D>,
+    r: &mut ArrayRef<F, D>,
+    axes: usize,
+    per_row: &mut ArrayRef<T, E>,
+    f: impl Fn(&mut [F], &mut [F], &mut [T]) + Sync,
+) where
+    F: Copy + Zero + Send + Sync,
+    T: Send,
+    D: Dimension,
+    E: Dimension,
+{
+    debug_assert_eq!(x.shape(), r.shape());
+    if rows_view_mut(x, axes).is_none() || rows_view_mut(r, axes).is_none() {
+        let mut xt = x.as_standard_layout().into_owned();
+        let mut rt = r.as_standard_layout().into_owned();
+        for_each_row_mut_pair(&mut xt, &mut rt, axes, per_row, f);
+        x.assign(&xt);
+        return r.assign(&rt);
+    }
+    let mut x2 = rows_view_mut(x, axes).expect("checked above");
+    let mut r2 = rows_view_mut(r, axes).expect("checked above");
+    let mut slots = slots_view(per_row);
+    parallel::for_each_block(
+        x2.len(),
+        x2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
+            .zip(r2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
+            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        |scratch: &mut Scratch<F>, ((xb, rb), mut sb): BlockMutPair<'_, F, T>| {
+            let slots = sb.as_slice_mut().expect("standard layout");
+            let Scratch { a, out, .. } = scratch;
+            with_block_mut(xb, out, |xs| with_block_mut(rb, a, |rs| f(xs, rs, slots)));
+        },
+    );
+}
+
+type BlockMutPair<'a, F, T> = (
+    (ArrayViewMut2<'a, F>, ArrayViewMut2<'a, F>),
+    ArrayViewMut1<'a, T>,
+);
+
 /// Calls `f(first_row, x_rows, dy_rows, dx_rows)` on blocks of [`ROW_BLOCK`] rows of `x` and
 /// the matching rows of `dy` and `dx` (all three of the same shape), and returns the results
 /// in block order, whatever the layout or the number of threads. `dx` must be in standard
@@ -268,6 +388,7 @@ pub(crate) fn fold_row_blocks<F, R, D>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
     dx: &mut ArrayRef<F, D>,
+    axes: usize,
     f: impl Fn(usize, &[F], &[F], &mut [F]) -> R + Sync,
     reduce: impl FnMut(R),
 ) where
@@ -275,8 +396,8 @@ pub(crate) fn fold_row_blocks<F, R, D>(
     R: Send,
     D: Dimension,
 {
-    let (x2, dy2) = (rows_of(x), rows_of(dy));
-    let mut dx2 = rows_view_mut(dx).expect("dx is created in standard layout");
+    let (x2, dy2) = (rows_of(x, axes), rows_of(dy, axes));
+    let mut dx2 = rows_view_mut(dx, axes).expect("dx is created in standard layout");
     parallel::map_blocks_in_order(
         x2.len(),
         x2.axis_chunks_iter(Axis(0), ROW_BLOCK)

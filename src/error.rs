@@ -31,7 +31,8 @@ pub enum Error {
         /// The rejected epsilon.
         epsilon: f64,
     },
-    /// A parameter's length differs from the length of the normalized (last) axis of the input.
+    /// A parameter's length differs from the length of the normalized axis of the input (a
+    /// layer over one axis; see [`ParamShape`](Error::ParamShape) for several).
     ParamLength {
         /// Which parameter.
         param: Param,
@@ -40,15 +41,46 @@ pub enum Error {
         /// The parameter's length.
         actual: usize,
     },
-    /// Gamma and beta were given different lengths.
+    /// A parameter's shape differs from the shape of the normalized axes of the input (a layer
+    /// over several trailing axes).
+    ParamShape {
+        /// Which parameter.
+        param: Param,
+        /// The shape of the input's normalized axes.
+        expected: Vec<usize>,
+        /// The parameter's shape.
+        actual: Vec<usize>,
+    },
+    /// A parameter's number of axes differs from the number of axes the layer normalizes over.
+    ParamAxes {
+        /// Which parameter.
+        param: Param,
+        /// The number of normalized axes.
+        expected: usize,
+        /// The parameter's number of axes.
+        actual: usize,
+    },
+    /// Gamma and beta were given different shapes.
     ParamMismatch {
-        /// The length of gamma.
-        gamma: usize,
-        /// The length of beta.
-        beta: usize,
+        /// The shape of gamma.
+        gamma: Vec<usize>,
+        /// The shape of beta.
+        beta: Vec<usize>,
+    },
+    /// A layer was asked to normalize over zero axes; it needs at least one.
+    InvalidAxes {
+        /// The rejected number of axes.
+        axes: usize,
     },
     /// The input is 0-dimensional, so it has no last axis to normalize over.
     ZeroDimensional,
+    /// The input has fewer axes than the layer normalizes over.
+    TooFewAxes {
+        /// The number of axes the layer normalizes over.
+        axes: usize,
+        /// The number of axes of the input.
+        ndim: usize,
+    },
     /// An array's shape differs from the shape it has to match.
     ShapeMismatch {
         /// The shape it has to match.
@@ -73,13 +105,37 @@ impl fmt::Display for Error {
                 f,
                 "{param} has length {actual}, but the normalized axis has length {expected}"
             ),
+            Error::ParamShape {
+                param,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{param} has shape {actual:?}, but the normalized axes have shape {expected:?}"
+            ),
+            Error::ParamAxes {
+                param,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{param} has {actual} axes, but the layer normalizes over {expected}"
+            ),
             Error::ParamMismatch { gamma, beta } => write!(
                 f,
-                "gamma has length {gamma} but beta has length {beta}; they must agree"
+                "gamma has shape {gamma:?} but beta has shape {beta:?}; they must agree"
+            ),
+            Error::InvalidAxes { axes } => write!(
+                f,
+                "a layer must normalize over at least one axis, not {axes}"
             ),
             Error::ZeroDimensional => {
                 f.write_str("a 0-dimensional array has no last axis to normalize over")
             }
+            Error::TooFewAxes { axes, ndim } => write!(
+                f,
+                "the layer normalizes over the last {axes} axes, but the input has {ndim}"
+            ),
             Error::ShapeMismatch { expected, actual } => {
                 write!(f, "shape mismatch: expected {expected:?}, got {actual:?}")
             }

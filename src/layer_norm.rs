@@ -1,24 +1,49 @@
 //! The [`LayerNorm`] layer: its parameters and its forward pass.
 
-use ndarray::{Array, Array1, ArrayRef, Dimension};
+use ndarray::{Array, ArrayD, ArrayRef, Dimension};
 
-use crate::driver::{for_each_row_mut, for_each_row_pair};
 use crate::error::{Error, Param};
 use crate::float::Float;
-use crate::kernels::{normalize_rows, normalize_rows_inplace, RowStats};
+use crate::norm::{Core, LAYER};
 use crate::outputs::Stats;
 use crate::validate;
 
-/// Layer normalization over the last axis of an array.
+/// Layer normalization over the last axis of an array, or over its last `k` axes.
 ///
 /// ```text
-/// mean = sum(x) / n                       (over the last axis, n = its length)
+/// mean = sum(x) / n                       (over each row: the last axis, n = its length)
 /// var  = sum((x - mean)^2) / n            (biased)
 /// y    = (x - mean) / sqrt(var + eps) * gamma + beta
 /// ```
 ///
 /// A `LayerNorm` that exists is valid: epsilon is finite and non-negative, and gamma and beta,
-/// where present, have the same length. Each forward call checks only its input.
+/// where present, have the same shape. Each forward call checks only its input.
+///
+/// # Several trailing axes
+/// [`with_trailing_axes(k)`](Self::with_trailing_axes) makes a "row" the last `k` axes taken
+/// together (in row-major order): the statistics are over all their elements, and gamma and
+/// beta have their shape. This is PyTorch's `normalized_shape` (of length `k`) and ONNX's
+/// `axis` attribute, which normalizes over axes `axis..rank`: `k = rank - axis` for
+/// `axis >= 0`, `k = -axis` for a negative `axis`. Statistics have the shape of the input's
+/// leading axes followed by `k - 1` axes of length 1 (the input's shape with its last axis
+/// removed and the other normalized axes set to 1); inserting one more axis of length 1 at
+/// the end gives ONNX's shape of `Mean` and `InvStdDev`.
+///
+/// ```
+/// use ndarray::Array;
+/// use ndarray_layernorm::LayerNorm;
+/// # fn main() -> Result<(), ndarray_layernorm::Error> {
+/// // PyTorch: nn.LayerNorm([4, 5]); ONNX: LayerNormalization(axis = -2) or axis = 1 here.
+/// let ln = LayerNorm::<f32>::affine_shape(&[4, 5], 1e-5)?;
+/// let x = Array::linspace(0.0, 1.0, 3 * 4 * 5).into_shape_with_order((3, 4, 5)).unwrap();
+/// let (y, stats) = ln.forward_with_stats(&x)?;
+/// assert_eq!(stats.mean.shape(), &[3, 1]);
+/// // Each 4 x 5 block has mean 0 and variance 1.
+/// let block = y.index_axis(ndarray::Axis(0), 1);
+/// assert!(block.mean().unwrap().abs() < 1e-6);
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Accuracy
 /// Statistics are computed in `f64` with compensated sums: the mean and the variance are rounded
@@ -58,24 +83,20 @@ use crate::validate;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerNorm<F: Float> {
-    epsilon: F,
-    gamma: Option<Array1<F>>,
-    beta: Option<Array1<F>>,
+    pub(crate) core: Core<F>,
 }
 
 impl<F: Float> Default for LayerNorm<F> {
-    /// Epsilon `1e-5` (rounded to `F`), no gamma, no beta.
+    /// Epsilon `1e-5` (rounded to `F`, as in PyTorch), the last axis, no gamma, no beta.
     fn default() -> Self {
         LayerNorm {
-            epsilon: F::narrow(1e-5),
-            gamma: None,
-            beta: None,
+            core: Core::default_eps(),
         }
     }
 }
 
 impl<F: Float> LayerNorm<F> {
-    /// A layer with the given epsilon and no gamma or beta.
+    /// A layer with the given epsilon and no gamma or beta, over the last axis.
     ///
     /// ```
     /// use ndarray_layernorm::LayerNorm;
@@ -88,9 +109,7 @@ impl<F: Float> LayerNorm<F> {
     /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
     pub fn new(epsilon: F) -> Result<Self, Error> {
         Ok(LayerNorm {
-            epsilon: validate::epsilon(epsilon)?,
-            gamma: None,
-            beta: None,
+            core: Core::new(epsilon)?,
         })
     }
 
@@ -101,76 +120,122 @@ impl<F: Float> LayerNorm<F> {
     /// use ndarray::Array1;
     /// use ndarray_layernorm::LayerNorm;
     /// let ln = LayerNorm::<f64>::affine(3, 1e-5).unwrap();
-    /// assert_eq!(ln.gamma(), Some(&Array1::ones(3)));
-    /// assert_eq!(ln.beta(), Some(&Array1::zeros(3)));
+    /// assert_eq!(ln.gamma(), Some(&Array1::ones(3).into_dyn()));
+    /// assert_eq!(ln.beta(), Some(&Array1::zeros(3).into_dyn()));
     /// ```
     ///
     /// # Errors
     /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
     pub fn affine(size: usize, epsilon: F) -> Result<Self, Error> {
+        Self::affine_shape(&[size], epsilon)
+    }
+
+    /// A layer over the last `shape.len()` axes with `gamma = ones(shape)` and
+    /// `beta = zeros(shape)`: PyTorch's `nn.LayerNorm(normalized_shape, eps)`.
+    ///
+    /// ```
+    /// use ndarray_layernorm::LayerNorm;
+    /// let ln = LayerNorm::<f32>::affine_shape(&[4, 8], 1e-5).unwrap();
+    /// assert_eq!(ln.trailing_axes(), 2);
+    /// assert_eq!(ln.gamma().unwrap().shape(), &[4, 8]);
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
+    /// * [`Error::InvalidAxes`] if `shape` is empty.
+    pub fn affine_shape(shape: &[usize], epsilon: F) -> Result<Self, Error> {
         Ok(LayerNorm {
-            epsilon: validate::epsilon(epsilon)?,
-            gamma: Some(Array1::ones(size)),
-            beta: Some(Array1::zeros(size)),
+            core: Core::affine(shape, epsilon, true)?,
         })
     }
 
-    /// The same layer with the scale `gamma` (replacing any previous one).
+    /// The same layer, normalizing over the last `axes` axes taken together (see the
+    /// type-level docs for the mapping to PyTorch and ONNX). Set it before gamma and beta,
+    /// which must then have `axes` axes.
+    ///
+    /// ```
+    /// use ndarray::Array3;
+    /// use ndarray_layernorm::LayerNorm;
+    /// # fn main() -> Result<(), ndarray_layernorm::Error> {
+    /// let ln = LayerNorm::<f64>::new(0.0)?.with_trailing_axes(2)?;
+    /// let x = Array3::from_shape_fn((2, 3, 4), |(i, j, k)| (i + j * k) as f64);
+    /// let y = ln.forward(&x)?;
+    /// // Each 3 x 4 block is normalized as one row of 12 elements.
+    /// let flat = x.into_shape_with_order((2, 12)).unwrap();
+    /// let expected = LayerNorm::new(0.0)?.forward(&flat)?;
+    /// assert_eq!(y.into_shape_with_order((2, 12)).unwrap(), expected);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::InvalidAxes`] if `axes` is 0.
+    /// * [`Error::ParamAxes`] if the layer has a gamma or beta with another number of axes.
+    pub fn with_trailing_axes(self, axes: usize) -> Result<Self, Error> {
+        Ok(LayerNorm {
+            core: self.core.with_axes(axes)?,
+        })
+    }
+
+    /// The same layer with the scale `gamma` (replacing any previous one): one axis per
+    /// normalized axis (an `Array1` for the default of one axis), in any layout.
     ///
     /// ```
     /// use ndarray::array;
     /// use ndarray_layernorm::LayerNorm;
     /// let ln = LayerNorm::<f64>::default().with_gamma(array![1.0, 2.0]).unwrap();
-    /// assert_eq!(ln.gamma(), Some(&array![1.0, 2.0]));
+    /// assert_eq!(ln.gamma().unwrap().as_slice(), Some(&[1.0, 2.0][..]));
     /// ```
     ///
     /// # Errors
-    /// * [`Error::ParamMismatch`] if the layer has a beta of another length.
-    pub fn with_gamma(self, gamma: Array1<F>) -> Result<Self, Error> {
-        let gamma = standard(gamma);
-        validate::params_agree(Some(&gamma), self.beta.as_ref())?;
+    /// * [`Error::ParamAxes`] if `gamma` does not have one axis per normalized axis.
+    /// * [`Error::ParamMismatch`] if the layer has a beta of another shape.
+    pub fn with_gamma<D: Dimension>(self, gamma: Array<F, D>) -> Result<Self, Error> {
         Ok(LayerNorm {
-            gamma: Some(gamma),
-            ..self
+            core: self.core.with_param(Param::Gamma, gamma)?,
         })
     }
 
-    /// The same layer with the shift `beta` (replacing any previous one).
+    /// The same layer with the shift `beta` (replacing any previous one), shaped like gamma.
     ///
     /// ```
     /// use ndarray::array;
     /// use ndarray_layernorm::LayerNorm;
     /// let ln = LayerNorm::<f64>::default().with_beta(array![0.5, -0.5]).unwrap();
-    /// assert_eq!(ln.beta(), Some(&array![0.5, -0.5]));
+    /// assert_eq!(ln.beta().unwrap().as_slice(), Some(&[0.5, -0.5][..]));
     /// ```
     ///
     /// # Errors
-    /// * [`Error::ParamMismatch`] if the layer has a gamma of another length.
-    pub fn with_beta(self, beta: Array1<F>) -> Result<Self, Error> {
-        let beta = standard(beta);
-        validate::params_agree(self.gamma.as_ref(), Some(&beta))?;
+    /// * [`Error::ParamAxes`] if `beta` does not have one axis per normalized axis.
+    /// * [`Error::ParamMismatch`] if the layer has a gamma of another shape.
+    pub fn with_beta<D: Dimension>(self, beta: Array<F, D>) -> Result<Self, Error> {
         Ok(LayerNorm {
-            beta: Some(beta),
-            ..self
+            core: self.core.with_param(Param::Beta, beta)?,
         })
     }
 
     /// The epsilon added to the variance.
     pub fn epsilon(&self) -> F {
-        self.epsilon
+        self.core.epsilon
     }
 
-    /// The scale, if the layer has one.
-    pub fn gamma(&self) -> Option<&Array1<F>> {
-        self.gamma.as_ref()
+    /// The number of trailing axes normalized together (1 unless set otherwise).
+    pub fn trailing_axes(&self) -> usize {
+        self.core.axes
     }
 
-    /// The shift, if the layer has one.
-    pub fn beta(&self) -> Option<&Array1<F>> {
-        self.beta.as_ref()
+    /// The scale, if the layer has one, in standard layout.
+    pub fn gamma(&self) -> Option<&ArrayD<F>> {
+        self.core.gamma.as_ref()
     }
 
-    /// Normalizes every row (lane of the last axis) of `x` into a new array in standard layout.
+    /// The shift, if the layer has one, in standard layout.
+    pub fn beta(&self) -> Option<&ArrayD<F>> {
+        self.core.beta.as_ref()
+    }
+
+    /// Normalizes every row (lane of the last axis, or block of the normalized axes) of `x`
+    /// into a new array in standard layout.
     ///
     /// `x` may be any array of at least one dimension, in any layout: an owned array, a view, a
     /// stepped slice, a transpose. The result is bitwise the same for every layout.
@@ -193,14 +258,18 @@ impl<F: Float> LayerNorm<F> {
     /// ```
     ///
     /// # Errors
-    /// * [`Error::ZeroDimensional`] if `x` has no axis.
-    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ZeroDimensional`] if `x` has no axis, [`Error::TooFewAxes`] if it has fewer
+    ///   than the layer normalizes over.
+    /// * [`Error::ParamLength`] (one normalized axis) or [`Error::ParamShape`] (several) if gamma
+    ///   or beta does not have the shape of the normalized axes of `x`.
     ///
     /// NaN or infinite input is not an error: see the type-level docs.
     pub fn forward<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<Array<F, D>, Error> {
-        self.check(x)?;
+        self.core.check(x)?;
         let mut y = Array::zeros(x.raw_dim());
-        self.normalize(x, &mut y, &mut Array::from_elem(row_dim(x), ()), |_, _| {});
+        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
+        self.core
+            .normalize::<LAYER, _, _>(x, &mut y, &mut rows, |_, _| {});
         Ok(y)
     }
 
@@ -223,8 +292,10 @@ impl<F: Float> LayerNorm<F> {
     /// ```
     ///
     /// # Errors
-    /// * [`Error::ZeroDimensional`] if `x` has no axis.
-    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ZeroDimensional`] if `x` has no axis, [`Error::TooFewAxes`] if it has fewer
+    ///   than the layer normalizes over.
+    /// * [`Error::ParamLength`] (one normalized axis) or [`Error::ParamShape`] (several) if gamma
+    ///   or beta does not have the shape of the normalized axes of `x`.
     /// * [`Error::ShapeMismatch`] if `out` does not have the shape of `x`.
     ///
     /// On error `out` is left unchanged.
@@ -233,9 +304,11 @@ impl<F: Float> LayerNorm<F> {
         x: &ArrayRef<F, D>,
         out: &mut ArrayRef<F, D>,
     ) -> Result<(), Error> {
-        self.check(x)?;
+        self.core.check(x)?;
         validate::same_shape(x.shape(), out.shape())?;
-        self.normalize(x, out, &mut Array::from_elem(row_dim(x), ()), |_, _| {});
+        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
+        self.core
+            .normalize::<LAYER, _, _>(x, out, &mut rows, |_, _| {});
         Ok(())
     }
 
@@ -257,25 +330,25 @@ impl<F: Float> LayerNorm<F> {
     /// ```
     ///
     /// # Errors
-    /// * [`Error::ZeroDimensional`] if `x` has no axis.
-    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ZeroDimensional`] if `x` has no axis, [`Error::TooFewAxes`] if it has fewer
+    ///   than the layer normalizes over.
+    /// * [`Error::ParamLength`] (one normalized axis) or [`Error::ParamShape`] (several) if gamma
+    ///   or beta does not have the shape of the normalized axes of `x`.
     ///
     /// On error `x` is left unchanged.
     pub fn forward_inplace<D: Dimension>(&self, x: &mut ArrayRef<F, D>) -> Result<(), Error> {
-        let n = self.check(x)?;
-        let (gamma, beta) = self.params();
-        let eps = self.epsilon.wide();
-        let mut rows = Array::from_elem(row_dim(x), ());
-        for_each_row_mut(x, &mut rows, |y, slots| {
-            normalize_rows_inplace(y, n, eps, gamma, beta, slots, |_, _| {})
-        });
+        self.core.check(x)?;
+        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
+        self.core
+            .normalize_inplace::<LAYER, _, _>(x, &mut rows, |_, _| {});
         Ok(())
     }
 
     /// Normalizes like [`forward`](Self::forward) and also returns each row's mean and
     /// `rstd = 1 / sqrt(var + eps)`, the statistics a backward pass reuses.
     ///
-    /// The statistics have the shape of `x` without its last axis.
+    /// The statistics have the shape of `x` without its last axis (with several normalized
+    /// axes, the other normalized axes have length 1 there: see the type-level docs).
     ///
     /// ```
     /// use approx::assert_abs_diff_eq;
@@ -292,22 +365,25 @@ impl<F: Float> LayerNorm<F> {
     /// ```
     ///
     /// # Errors
-    /// * [`Error::ZeroDimensional`] if `x` has no axis.
-    /// * [`Error::ParamLength`] if gamma or beta is not as long as the last axis of `x`.
+    /// * [`Error::ZeroDimensional`] if `x` has no axis, [`Error::TooFewAxes`] if it has fewer
+    ///   than the layer normalizes over.
+    /// * [`Error::ParamLength`] (one normalized axis) or [`Error::ParamShape`] (several) if gamma
+    ///   or beta does not have the shape of the normalized axes of `x`.
     #[allow(clippy::type_complexity)]
     pub fn forward_with_stats<D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
     ) -> Result<(Array<F, D>, Stats<F, D::Smaller>), Error> {
-        self.check(x)?;
+        self.core.check(x)?;
         let mut y = Array::zeros(x.raw_dim());
-        let mut rows = Array::from_elem(row_dim(x), (F::zero(), F::zero()));
-        self.normalize(x, &mut y, &mut rows, |slot, stats| {
-            *slot = (
-                F::narrow_dd(stats.mean, stats.mean_lo),
-                F::narrow(stats.rstd),
-            );
-        });
+        let mut rows = Array::from_elem(self.core.stats_dim(x), (F::zero(), F::zero()));
+        self.core
+            .normalize::<LAYER, _, _>(x, &mut y, &mut rows, |slot, stats| {
+                *slot = (
+                    F::narrow_dd(stats.mean, stats.mean_lo),
+                    F::narrow(stats.rstd),
+                );
+            });
         let stats = Stats {
             mean: rows.map(|s| s.0),
             rstd: rows.map(|s| s.1),
@@ -315,56 +391,69 @@ impl<F: Float> LayerNorm<F> {
         Ok((y, stats))
     }
 
-    /// Checks an input against the layer: at least one axis, and parameters as long as the last.
-    /// Returns the length of that last axis.
-    pub(crate) fn check<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<usize, Error> {
-        let n = validate::last_axis_len(x)?;
-        validate::param_len(Param::Gamma, self.gamma.as_ref(), n)?;
-        validate::param_len(Param::Beta, self.beta.as_ref(), n)?;
-        Ok(n)
-    }
-
-    /// Gamma and beta as slices (they are kept in standard layout).
-    pub(crate) fn params(&self) -> (Option<&[F]>, Option<&[F]>) {
-        fn slice<F>(p: &Option<Array1<F>>) -> Option<&[F]> {
-            p.as_ref().and_then(|p| p.as_slice())
-        }
-        (slice(&self.gamma), slice(&self.beta))
-    }
-
-    /// Normalizes every row of `x` into `y` (same shape, checked), passing each row's
-    /// statistics and its element of `per_row` to `record`.
-    fn normalize<D: Dimension, T: Send>(
+    /// Adds `residual` to `x` and normalizes the sum, in one pass over memory: returns
+    /// `(h, y)` with `h = x + residual` (rounded to `F`, as a separate addition would store it)
+    /// and `y = self.forward(h)`, bitwise. This is the "add & norm" of a transformer block.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use ndarray_layernorm::LayerNorm;
+    /// # fn main() -> Result<(), ndarray_layernorm::Error> {
+    /// let ln = LayerNorm::<f32>::default();
+    /// let x = array![[1.0, 2.0, 3.0], [0.5, 0.0, -0.5]];
+    /// let residual = array![[0.5, 0.5, 0.5], [1.0, 2.0, 3.0]];
+    /// let (h, y) = ln.forward_residual(&x, &residual)?;
+    /// assert_eq!(h, &x + &residual);
+    /// assert_eq!(y, ln.forward(&h)?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// * [`Error::ZeroDimensional`] if `x` has no axis, [`Error::TooFewAxes`] if it has fewer
+    ///   than the layer normalizes over.
+    /// * [`Error::ParamLength`] (one normalized axis) or [`Error::ParamShape`] (several) if gamma
+    ///   or beta does not have the shape of the normalized axes of `x`.
+    /// * [`Error::ShapeMismatch`] if `residual` does not have the shape of `x`.
+    #[allow(clippy::type_complexity)]
+    pub fn forward_residual<D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
-        y: &mut ArrayRef<F, D>,
-        per_row: &mut ArrayRef<T, D::Smaller>,
-        record: impl Fn(&mut T, &RowStats) + Copy + Sync,
-    ) {
-        let n = x.shape()[x.ndim() - 1];
-        let (gamma, beta) = self.params();
-        let eps = self.epsilon.wide();
-        for_each_row_pair(x, y, per_row, |x, y, slots| {
-            normalize_rows(x, y, n, eps, gamma, beta, slots, record)
-        });
+        residual: &ArrayRef<F, D>,
+    ) -> Result<(Array<F, D>, Array<F, D>), Error> {
+        self.core.check(x)?;
+        validate::same_shape(x.shape(), residual.shape())?;
+        Ok(self.core.residual::<LAYER, _>(x, residual))
     }
-}
 
-/// A parameter vector in standard layout, so that it is always available as a slice.
-fn standard<F: Float>(p: Array1<F>) -> Array1<F> {
-    if p.as_slice().is_some() {
-        p
-    } else {
-        p.as_standard_layout().into_owned()
+    /// [`forward_residual`](Self::forward_residual) in place, for a residual stream: adds `x`
+    /// into `residual` (which becomes `h = x + residual`) and overwrites `x` with the
+    /// normalized sum, in one pass over memory.
+    ///
+    /// ```
+    /// use ndarray::array;
+    /// use ndarray_layernorm::LayerNorm;
+    /// # fn main() -> Result<(), ndarray_layernorm::Error> {
+    /// let ln = LayerNorm::<f64>::default();
+    /// let mut x = array![[1.0, 2.0, 3.0]];
+    /// let mut stream = array![[0.5, 0.5, 0.5]];
+    /// let (h, y) = ln.forward_residual(&x, &stream)?;
+    /// ln.forward_residual_inplace(&mut x, &mut stream)?;
+    /// assert_eq!((stream, x), (h, y));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`forward_residual`](Self::forward_residual). On error neither array is changed.
+    pub fn forward_residual_inplace<D: Dimension>(
+        &self,
+        x: &mut ArrayRef<F, D>,
+        residual: &mut ArrayRef<F, D>,
+    ) -> Result<(), Error> {
+        self.core.check(x)?;
+        validate::same_shape(x.shape(), residual.shape())?;
+        self.core.residual_inplace::<LAYER, _>(x, residual);
+        Ok(())
     }
-}
-
-/// The shape of the per-row statistics: `x`'s shape without its last axis.
-///
-/// Only called after the input was checked to have at least one axis.
-pub(crate) fn row_dim<F, D: Dimension>(x: &ArrayRef<F, D>) -> D::Smaller {
-    let (_, leading) = x.shape().split_last().unwrap_or((&0, &[]));
-    let mut dim = D::Smaller::zeros(leading.len());
-    dim.slice_mut().copy_from_slice(leading);
-    dim
 }

@@ -81,8 +81,10 @@ mod float;
 mod kernels;
 mod layer_norm;
 mod moments;
+mod norm;
 mod outputs;
 mod parallel;
+mod rms_norm;
 mod validate;
 
 pub use error::{Error, Param};
@@ -91,6 +93,7 @@ pub use layer_norm::LayerNorm;
 pub use moments::moments;
 pub use outputs::{Gradients, Moments, Stats};
 pub use parallel::PARALLEL_MIN_ELEMENTS;
+pub use rms_norm::RmsNorm;
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

@@ -6,7 +6,6 @@ use crate::driver::for_each_row;
 use crate::error::Error;
 use crate::float::Float;
 use crate::kernels::rows_moments;
-use crate::layer_norm::row_dim;
 use crate::outputs::Moments;
 use crate::validate;
 
@@ -40,7 +39,7 @@ pub fn moments<F: Float, D: Dimension>(
 ) -> Result<Moments<F, D::Smaller>, Error> {
     let n = validate::last_axis_len(x)?;
     let mut rows = Array::from_elem(row_dim(x), (F::zero(), F::zero()));
-    for_each_row(x, &mut rows, |x, slots| {
+    for_each_row(x, 1, &mut rows, |x, slots| {
         rows_moments(x, n, slots, |slot, stats| {
             *slot = (
                 F::narrow_dd(stats.mean, stats.mean_lo),
@@ -52,4 +51,12 @@ pub fn moments<F: Float, D: Dimension>(
         mean: rows.map(|s| s.0),
         var: rows.map(|s| s.1),
     })
+}
+
+/// The shape of the per-row results: `x`'s shape without its last axis (at least one axis).
+fn row_dim<F, D: Dimension>(x: &ArrayRef<F, D>) -> D::Smaller {
+    let leading = &x.shape()[..x.ndim() - 1];
+    let mut dim = D::Smaller::zeros(leading.len());
+    dim.slice_mut().copy_from_slice(leading);
+    dim
 }

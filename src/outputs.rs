@@ -1,6 +1,6 @@
 //! Plain data returned by the crate's functions.
 
-use ndarray::{Array, Array1, Dimension};
+use ndarray::{Array, ArrayD, Dimension};
 
 /// Per-row statistics saved by [`LayerNorm::forward_with_stats`](crate::LayerNorm::forward_with_stats).
 ///
@@ -38,8 +38,9 @@ pub struct Gradients<F, D: Dimension> {
     /// The gradient of the loss with respect to the input, of the input's shape (standard
     /// layout).
     pub input: Array<F, D>,
-    /// The gradient with respect to gamma: `sum over rows of dy * xhat`.
-    pub gamma: Option<Array1<F>>,
-    /// The gradient with respect to beta: `sum over rows of dy`.
-    pub beta: Option<Array1<F>>,
+    /// The gradient with respect to gamma, `sum over rows of dy * xhat`, in gamma's shape.
+    pub gamma: Option<ArrayD<F>>,
+    /// The gradient with respect to beta, `sum over rows of dy`, in beta's shape (always `None`
+    /// for [`RmsNorm`](crate::RmsNorm), which has no beta).
+    pub beta: Option<ArrayD<F>>,
 }

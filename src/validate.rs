@@ -1,6 +1,6 @@
 //! Checks shared by every public entry point. Pure functions that return `Result`, never panic.
 
-use ndarray::{Array1, ArrayRef, Dimension};
+use ndarray::{ArrayD, ArrayRef, Dimension};
 
 use crate::error::{Error, Param};
 use crate::float::Float;
@@ -27,29 +27,82 @@ pub(crate) fn last_axis_len<F, D: Dimension>(x: &ArrayRef<F, D>) -> Result<usize
     }
 }
 
-/// Gamma and beta, where present, must have the same length.
+/// Gamma and beta, where present, must have the same shape.
 pub(crate) fn params_agree<F>(
-    gamma: Option<&Array1<F>>,
-    beta: Option<&Array1<F>>,
+    gamma: Option<&ArrayD<F>>,
+    beta: Option<&ArrayD<F>>,
 ) -> Result<(), Error> {
     match (gamma, beta) {
-        (Some(g), Some(b)) if g.len() != b.len() => Err(Error::ParamMismatch {
-            gamma: g.len(),
-            beta: b.len(),
+        (Some(g), Some(b)) if g.shape() != b.shape() => Err(Error::ParamMismatch {
+            gamma: g.shape().to_vec(),
+            beta: b.shape().to_vec(),
         }),
         _ => Ok(()),
     }
 }
 
-/// A parameter, where present, must have the length of the normalized axis.
-pub(crate) fn param_len<F>(param: Param, value: Option<&Array1<F>>, n: usize) -> Result<(), Error> {
+/// A parameter, where present, must have one axis per normalized axis.
+pub(crate) fn param_axes<F>(
+    param: Param,
+    value: Option<&ArrayD<F>>,
+    axes: usize,
+) -> Result<(), Error> {
     match value {
-        Some(v) if v.len() != n => Err(Error::ParamLength {
+        Some(v) if v.ndim() != axes => Err(Error::ParamAxes {
             param,
-            expected: n,
-            actual: v.len(),
+            expected: axes,
+            actual: v.ndim(),
         }),
         _ => Ok(()),
+    }
+}
+
+/// The shape of the normalized (last `axes`) axes of an array of the given shape; an error if
+/// it has fewer axes (or none).
+pub(crate) fn normalized_shape(shape: &[usize], axes: usize) -> Result<&[usize], Error> {
+    match shape.len() {
+        0 => Err(Error::ZeroDimensional),
+        ndim if ndim < axes => Err(Error::TooFewAxes { axes, ndim }),
+        ndim => Ok(&shape[ndim - axes..]),
+    }
+}
+
+/// A parameter, where present, must have the shape of the normalized axes: for one axis, its
+/// length ([`Error::ParamLength`]), else its shape ([`Error::ParamShape`]).
+pub(crate) fn param_shape<F>(
+    param: Param,
+    value: Option<&ArrayD<F>>,
+    row_shape: &[usize],
+) -> Result<(), Error> {
+    match value {
+        Some(v) if v.shape() != row_shape => Err(match (v.shape(), row_shape) {
+            (&[actual], &[expected]) => Error::ParamLength {
+                param,
+                expected,
+                actual,
+            },
+            _ => Error::ParamShape {
+                param,
+                expected: row_shape.to_vec(),
+                actual: v.shape().to_vec(),
+            },
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The length of a row of an array of the given (checked) shape: the product of its last
+/// `axes` lengths.
+pub(crate) fn rows_len(shape: &[usize], axes: usize) -> usize {
+    shape[shape.len() - axes..].iter().product()
+}
+
+/// A parameter in standard layout, so that it is always available as a slice.
+pub(crate) fn standard<F: Clone>(p: ArrayD<F>) -> ArrayD<F> {
+    if p.is_standard_layout() {
+        p
+    } else {
+        p.as_standard_layout().into_owned()
     }
 }
 

@@ -101,7 +101,13 @@ macro_rules! error_tests {
                     .unwrap()
                     .with_beta(Array1::zeros(4))
                     .unwrap_err();
-                assert_eq!(err, Error::ParamMismatch { gamma: 3, beta: 4 });
+                assert_eq!(
+                    err,
+                    Error::ParamMismatch {
+                        gamma: vec![3],
+                        beta: vec![4]
+                    }
+                );
             }
 
             #[test]
@@ -111,7 +117,13 @@ macro_rules! error_tests {
                     .unwrap()
                     .with_gamma(Array1::ones(3))
                     .unwrap_err();
-                assert_eq!(err, Error::ParamMismatch { gamma: 3, beta: 4 });
+                assert_eq!(
+                    err,
+                    Error::ParamMismatch {
+                        gamma: vec![3],
+                        beta: vec![4]
+                    }
+                );
             }
 
             #[test]
@@ -119,11 +131,17 @@ macro_rules! error_tests {
                 let affine = LayerNorm::<F>::affine(3, F::of(1e-5)).unwrap();
                 assert_eq!(
                     affine.clone().with_gamma(Array1::ones(5)).unwrap_err(),
-                    Error::ParamMismatch { gamma: 5, beta: 3 }
+                    Error::ParamMismatch {
+                        gamma: vec![5],
+                        beta: vec![3]
+                    }
                 );
                 assert_eq!(
                     affine.clone().with_beta(Array1::zeros(2)).unwrap_err(),
-                    Error::ParamMismatch { gamma: 3, beta: 2 }
+                    Error::ParamMismatch {
+                        gamma: vec![3],
+                        beta: vec![2]
+                    }
                 );
                 // Equal lengths are fine, and gamma / beta may be set in either order.
                 assert!(affine.with_gamma(Array1::ones(3)).is_ok());
@@ -478,8 +496,8 @@ fn param_length_display_names_the_parameter_and_both_lengths() {
 #[test]
 fn param_mismatch_display_contains_both_lengths() {
     let text = Error::ParamMismatch {
-        gamma: 31,
-        beta: 47,
+        gamma: vec![31],
+        beta: vec![47],
     }
     .to_string();
     assert!(text.contains("gamma") && text.contains("beta"), "{text}");
@@ -540,7 +558,10 @@ fn error_clones_compare_equal_and_differ_from_other_values() {
             expected: 4,
             actual: 3,
         },
-        Error::ParamMismatch { gamma: 3, beta: 4 },
+        Error::ParamMismatch {
+            gamma: vec![3],
+            beta: vec![4],
+        },
         Error::ZeroDimensional,
         Error::ShapeMismatch {
             expected: vec![1],

@@ -91,8 +91,8 @@ macro_rules! closed_form_tests {
             fn affine_starts_with_unit_gamma_and_zero_beta_which_leave_output_unchanged() {
                 let ln = LayerNorm::<F>::affine(4, F::of(0.75)).unwrap();
                 assert_eq!(ln.epsilon(), F::of(0.75));
-                assert_eq!(ln.gamma(), Some(&Array1::<F>::ones(4)));
-                assert_eq!(ln.beta(), Some(&Array1::<F>::zeros(4)));
+                assert_eq!(ln.gamma(), Some(&Array1::<F>::ones(4).into_dyn()));
+                assert_eq!(ln.beta(), Some(&Array1::<F>::zeros(4).into_dyn()));
 
                 let x = arr2(&[
                     [F::of(1.0), F::of(2.0), F::of(3.0), F::of(4.0)],
@@ -112,8 +112,8 @@ macro_rules! closed_form_tests {
                     .unwrap()
                     .with_beta(a1(&beta))
                     .unwrap();
-                assert_eq!(ln.gamma(), Some(&a1(&gamma)));
-                assert_eq!(ln.beta(), Some(&a1(&beta)));
+                assert_eq!(ln.gamma(), Some(&a1(&gamma).into_dyn()));
+                assert_eq!(ln.beta(), Some(&a1(&beta).into_dyn()));
 
                 let x = arr2(&[
                     [F::of(1.0), F::of(2.0), F::of(3.0), F::of(4.0)],
@@ -164,7 +164,7 @@ macro_rules! closed_form_tests {
                     .unwrap()
                     .with_gamma(a1(&[2.0, 2.0, -2.0]))
                     .unwrap();
-                assert_eq!(ln.beta(), Some(&Array1::<F>::zeros(3)));
+                assert_eq!(ln.beta(), Some(&Array1::<F>::zeros(3).into_dyn()));
                 let x = arr1(&[F::of(1.0), F::of(2.0), F::of(3.0)]);
                 let s = 1.5f64.sqrt();
                 assert_close(&ln.forward(&x).unwrap(), &[-2.0 * s, 0.0, -2.0 * s], ULPS);

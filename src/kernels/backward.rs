@@ -163,7 +163,7 @@ fn sum_parts<W: Wide>(hi: &[f64], lo: &[f64]) -> W {
 /// Recomputes a row's statistics in the working precision, leaving `xhat` in the scratch.
 /// `None` for a constant row with `eps == 0`, whose gradient is defined as 0.
 #[inline(always)]
-fn recompute<F: Float>(
+fn recompute<F: Float, const CENTER: bool>(
     x: &[F],
     eps: f64,
     s: &mut BackwardScratch<F::Wide>,
@@ -183,15 +183,19 @@ fn recompute<F: Float>(
         (-exponent(amax)).clamp(-1000, 1000)
     };
     let scale = pow2(k);
-    let (hi, lo) = compensated_sum(x, |v| v * scale);
-    let mean = W::<F>::from_parts(hi, lo).div(n);
+    let mean = if CENTER {
+        let (hi, lo) = compensated_sum(x, |v| v * scale);
+        W::<F>::from_parts(hi, lo).div(n)
+    } else {
+        W::<F>::of(0.0)
+    };
     s.xhat.clear();
     s.xhat
         .extend(x.iter().map(|v| W::<F>::of(v.wide() * scale).sub(mean)));
     let var = sum_zip(&s.xhat, &s.xhat, |d, _| d.mul(d), &mut s.hi, &mut s.lo).div(n);
     if var.round() == 0.0 {
         // Every deviation is exactly 0 (a nonzero scaled deviation has a square in range): a
-        // constant row. With eps == 0 its gradient is defined as 0; otherwise xhat = 0 and
+        // constant row (uncentred: an all-zero row). With eps == 0 its gradient is defined as 0; otherwise xhat = 0 and
         // dx = (g - mean(g)) / sqrt(eps), unscaled.
         if eps == 0.0 {
             return None;
@@ -223,12 +227,15 @@ fn recompute<F: Float>(
 /// dx_i = (g_i - mean(g) - xhat_i * mean(g * xhat)) / s
 /// ```
 ///
+/// With `CENTER == false` (RMSNorm) the mean is 0, `var` is the mean of the squares, and the
+/// `mean(g)` term is absent (the derivation is in `crate::backward`).
+///
 /// Everything is evaluated in the working precision of `F` (see [`Wide`]): for `f64` input the
 /// mean, the deviations, `1 / s`, `xhat`, `g` and both means carry about 106 bits, so the
 /// subtraction, whose terms can be far larger than its result, loses nothing visible. Each
 /// result is rounded to `F` once.
 #[multiversion(targets = "simd")]
-pub(crate) fn backward_row<F: Float>(
+pub(crate) fn backward_row<F: Float, const CENTER: bool>(
     x: &[F],
     dy: &[F],
     dx: &mut [F],
@@ -246,7 +253,7 @@ pub(crate) fn backward_row<F: Float>(
         return;
     }
     let norm = match plan {
-        RowPlan::Recompute(eps) => recompute::<F>(x, eps, s),
+        RowPlan::Recompute(eps) => recompute::<F, CENTER>(x, eps, s),
         RowPlan::Saved { mean, rstd } => {
             let (mean, r) = (W::<F>::of(mean), W::<F>::of(rstd));
             s.xhat.clear();
@@ -282,8 +289,12 @@ pub(crate) fn backward_row<F: Float>(
         None => s.g.extend(dy.iter().map(|d| W::<F>::of(d.wide()))),
     }
     let (g, xhat) = (&s.g, &s.xhat);
-    fill_parts(&mut s.hi, &mut s.lo, g.iter().copied());
-    let mean_g = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
+    let mean_g = if CENTER {
+        fill_parts(&mut s.hi, &mut s.lo, g.iter().copied());
+        sum_parts::<W<F>>(&s.hi, &s.lo).div(len)
+    } else {
+        W::<F>::of(0.0)
+    };
     fill_parts(
         &mut s.hi,
         &mut s.lo,

@@ -12,10 +12,11 @@ use super::sum::SHORT;
 use crate::float::Float;
 
 /// Normalizes the consecutive rows of length `n` in `x` into `y`, and calls
-/// `record(slot, stats)` with each row's statistics and its element of `slots`.
+/// `record(slot, stats)` with each row's statistics and its element of `slots`. `CENTER`
+/// selects LayerNorm (`true`) or RMSNorm (`false`, no mean: see [`row_stats`]).
 #[multiversion(targets = "simd")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn normalize_rows<F: Float, T>(
+pub(crate) fn normalize_rows<F: Float, T, const CENTER: bool>(
     x: &[F],
     y: &mut [F],
     n: usize,
@@ -31,7 +32,7 @@ pub(crate) fn normalize_rows<F: Float, T>(
         return slots.iter_mut().for_each(|s| record(s, &RowStats::nan()));
     }
     let mut rows = y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(slots);
-    for_each_stats(x, n, eps, |stats| {
+    for_each_stats::<F, CENTER>(x, n, eps, |stats| {
         let ((y, x), slot) = rows.next().expect("one row per statistics");
         write_row(Some(x), y, &stats.plan, gamma, beta);
         record(slot, stats);
@@ -40,7 +41,7 @@ pub(crate) fn normalize_rows<F: Float, T>(
 
 /// Normalizes the consecutive rows of length `n` in `y` in place (see [`normalize_rows`]).
 #[multiversion(targets = "simd")]
-pub(crate) fn normalize_rows_inplace<F: Float, T>(
+pub(crate) fn normalize_rows_inplace<F: Float, T, const CENTER: bool>(
     y: &mut [F],
     n: usize,
     eps: f64,
@@ -57,7 +58,7 @@ pub(crate) fn normalize_rows_inplace<F: Float, T>(
     for (y, slots) in y.chunks_mut(BATCH * n).zip(slots.chunks_mut(BATCH)) {
         let mut stats = [RowStats::nan(); BATCH];
         let stats = &mut stats[..slots.len()];
-        block_stats(y, n, eps, stats);
+        block_stats::<F, CENTER>(y, n, eps, stats);
         for ((y, slot), stats) in y.chunks_exact_mut(n).zip(slots).zip(stats.iter()) {
             write_row(None, y, &stats.plan, gamma, beta);
             record(slot, stats);
@@ -78,32 +79,53 @@ pub(crate) fn rows_moments<F: Float, T>(
         return slots.iter_mut().for_each(|s| record(s, &RowStats::nan()));
     }
     let mut slots = slots.iter_mut();
-    for_each_stats(x, n, 0.0, |stats| {
+    for_each_stats::<F, true>(x, n, 0.0, |stats| {
         record(slots.next().expect("one slot per row"), stats)
     });
 }
 
 /// The statistics of up to [`BATCH`] consecutive rows of length `n` (one per element of `out`).
 #[inline(always)]
-fn block_stats<F: Float>(x: &[F], n: usize, eps: f64, out: &mut [RowStats]) {
+fn block_stats<F: Float, const CENTER: bool>(x: &[F], n: usize, eps: f64, out: &mut [RowStats]) {
     if n <= SHORT {
-        short_rows_stats(&transpose_rows(x, n), x, eps, out);
+        short_rows_stats::<F, CENTER>(&transpose_rows(x, n), x, eps, out);
     } else {
         for (out, row) in out.iter_mut().zip(x.chunks_exact(n)) {
-            *out = row_stats(row, eps);
+            *out = row_stats::<F, CENTER>(row, eps);
         }
     }
 }
 
 /// Calls `f` with the statistics of every row of length `n` of `x`, in order.
 #[inline(always)]
-fn for_each_stats<F: Float>(x: &[F], n: usize, eps: f64, mut f: impl FnMut(&RowStats)) {
+fn for_each_stats<F: Float, const CENTER: bool>(
+    x: &[F],
+    n: usize,
+    eps: f64,
+    mut f: impl FnMut(&RowStats),
+) {
     let mut stats = [RowStats::nan(); BATCH];
     for chunk in x.chunks(BATCH * n) {
         let stats = &mut stats[..chunk.len() / n];
-        block_stats(chunk, n, eps, stats);
+        block_stats::<F, CENTER>(chunk, n, eps, stats);
         stats.iter().for_each(&mut f);
     }
+}
+
+/// `h = x + r`, element by element, rounded to `F` (the residual sum, as it would be stored).
+#[multiversion(targets = "simd")]
+pub(crate) fn add_rows<F: Float>(x: &[F], r: &[F], h: &mut [F]) {
+    debug_assert!(x.len() == h.len() && r.len() == h.len());
+    h.iter_mut()
+        .zip(x.iter().zip(r))
+        .for_each(|(h, (&x, &r))| *h = x + r);
+}
+
+/// `r += x`, element by element: [`add_rows`] into the residual itself.
+#[multiversion(targets = "simd")]
+pub(crate) fn add_rows_inplace<F: Float>(x: &[F], r: &mut [F]) {
+    debug_assert_eq!(x.len(), r.len());
+    r.iter_mut().zip(x).for_each(|(r, &x)| *r += x);
 }
 
 /// Writes `y_i = plan(x_i) * gamma_i + beta_i` for every element of a row, reading `x_i` from

@@ -100,20 +100,26 @@ impl RowStats {
 
 /// The mean and variance of a row and how to normalize it with epsilon `eps` (finite, `>= 0`).
 ///
+/// With `CENTER == false` (RMSNorm) the mean is not computed but taken as exactly 0, so that
+/// `var` is the mean of the squares and the plan writes `x_i / sqrt(var + eps)`.
+///
 /// Returns all-NaN statistics for an empty row or a row with a NaN or infinite value.
 #[inline(always)]
-pub(crate) fn row_stats<F: Float>(x: &[F], eps: f64) -> RowStats {
+pub(crate) fn row_stats<F: Float, const CENTER: bool>(x: &[F], eps: f64) -> RowStats {
     let n = x.len();
     if n == 0 {
         return RowStats::nan();
     }
-    let (hi, lo) = compensated_sum(x, |v| v);
-    let (mut mean, mut mean_lo) = div_by_len_dd(hi, lo, n);
-    if !mean.is_finite() {
-        if x.iter().any(|v| !v.wide().is_finite()) {
-            return RowStats::nan();
+    let (mut mean, mut mean_lo) = (0.0, 0.0);
+    if CENTER {
+        let (hi, lo) = compensated_sum(x, |v| v);
+        (mean, mean_lo) = div_by_len_dd(hi, lo, n);
+        if !mean.is_finite() {
+            if x.iter().any(|v| !v.wide().is_finite()) {
+                return RowStats::nan();
+            }
+            (mean, mean_lo) = (mean_of_huge_row(x), 0.0);
         }
-        (mean, mean_lo) = (mean_of_huge_row(x), 0.0);
     }
     let (sq_hi, sq_lo) = compensated_sum(x, |v| {
         let d = v - mean;
@@ -122,7 +128,7 @@ pub(crate) fn row_stats<F: Float>(x: &[F], eps: f64) -> RowStats {
     if (TINY..=HUGE).contains(&sq_hi) {
         return fast_stats((mean, mean_lo), sq_hi, sq_lo, n, eps);
     }
-    scaled_row_stats(x, mean, eps)
+    scaled_row_stats::<F, CENTER>(x, mean, eps)
 }
 
 /// `fl(sqrt(fl(var + eps)))`, also where `var + eps` overflows (a variance near the top of the
@@ -181,7 +187,7 @@ pub(crate) fn transpose_rows<F: Float>(x: &[F], n: usize) -> Vec<[f64; BATCH]> {
 /// so that they vectorize across rows. Rows that leave the fast path (a non-finite value, a sum
 /// of squares out of range) are redone by [`row_stats`].
 #[inline(always)]
-pub(crate) fn short_rows_stats<F: Float>(
+pub(crate) fn short_rows_stats<F: Float, const CENTER: bool>(
     xt: &[[f64; BATCH]],
     x: &[F],
     eps: f64,
@@ -189,17 +195,19 @@ pub(crate) fn short_rows_stats<F: Float>(
 ) {
     let n = xt.len();
     debug_assert_eq!(x.len(), out.len() * n);
-    let mut hi = [0.0f64; BATCH];
-    let mut lo = [0.0f64; BATCH];
-    for col in xt {
-        for r in 0..BATCH {
-            accumulate(&mut hi[r], &mut lo[r], col[r]);
-        }
-    }
     let (mut mean, mut mean_lo) = ([0.0f64; BATCH], [0.0f64; BATCH]);
-    for r in 0..BATCH {
-        let (h, l) = two_sum(hi[r], lo[r]);
-        (mean[r], mean_lo[r]) = div_by_len_dd(h, l, n);
+    if CENTER {
+        let mut hi = [0.0f64; BATCH];
+        let mut lo = [0.0f64; BATCH];
+        for col in xt {
+            for r in 0..BATCH {
+                accumulate(&mut hi[r], &mut lo[r], col[r]);
+            }
+        }
+        for r in 0..BATCH {
+            let (h, l) = two_sum(hi[r], lo[r]);
+            (mean[r], mean_lo[r]) = div_by_len_dd(h, l, n);
+        }
     }
     let (mut hi, mut lo) = ([0.0f64; BATCH], [0.0f64; BATCH]);
     for col in xt {
@@ -232,7 +240,7 @@ pub(crate) fn short_rows_stats<F: Float>(
                 },
             }
         } else {
-            row_stats(row, eps)
+            row_stats::<F, CENTER>(row, eps)
         };
     }
 }
@@ -250,10 +258,14 @@ fn mean_of_huge_row<F: Float>(x: &[F]) -> f64 {
 
 /// The slow path: the row is scaled by `2^k` so that its largest magnitude lies in `[1, 2)`
 /// (`k` clamped to `[-1000, 1000]`, enough for every finite `f64`), which brings every
-/// non-negligible squared deviation into range.
+/// non-negligible squared deviation into range. Uncentred rows (RMSNorm) also come here with a
+/// NaN or an infinity, which no mean has caught.
 #[cold]
-fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
+fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) -> RowStats {
     let n = x.len();
+    if !CENTER && x.iter().any(|v| !v.wide().is_finite()) {
+        return RowStats::nan();
+    }
     let amax = x.iter().fold(0.0f64, |a, v| a.max(v.wide().abs()));
     let k = if amax == 0.0 {
         0
@@ -264,8 +276,12 @@ fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
     let unscale = pow2(-k);
     // The mean of the scaled row, rounded once at full precision: where the row is subnormal,
     // `mean` itself carries the coarse rounding of the subnormal range.
-    let (hi, lo) = compensated_sum(x, |v| v * scale);
-    let shift = div_by_len(hi, lo, n);
+    let shift = if CENTER {
+        let (hi, lo) = compensated_sum(x, |v| v * scale);
+        div_by_len(hi, lo, n)
+    } else {
+        0.0
+    };
     let (sq_hi, sq_lo) = compensated_sum(x, |v| {
         let d = v * scale - shift;
         d * d
@@ -273,7 +289,7 @@ fn scaled_row_stats<F: Float>(x: &[F], mean: f64, eps: f64) -> RowStats {
     let var_scaled = div_by_len(sq_hi, sq_lo, n);
     if var_scaled == 0.0 {
         // Every deviation is exactly zero (nonzero scaled deviations are at least ~2^-108, and
-        // their squares do not underflow): a constant row. Its output is exactly zero; with
+        // their squares do not underflow): a constant row (uncentred: an all-zero row). Its output is exactly zero; with
         // eps == 0 the divisor is +inf rather than 0, which defines 0 / 0 as 0 (and makes the
         // input gradient of the row 0 as well).
         let den = if eps > 0.0 { eps.sqrt() } else { f64::INFINITY };
@@ -350,7 +366,7 @@ mod tests {
 
     #[test]
     fn seed_row_statistics() {
-        let s = row_stats(&[0.5f64, -1.2, 3.3, 0.8, -0.5], 1e-5);
+        let s = row_stats::<_, true>(&[0.5f64, -1.2, 3.3, 0.8, -0.5], 1e-5);
         assert_eq!(s.mean, 0.58);
         assert_eq!(s.var, 2.3575999999999997);
     }
@@ -373,9 +389,9 @@ mod tests {
                     x[n..2 * n].iter_mut().for_each(|v| *v = 0.25); // a constant row
                 }
                 let mut batched = vec![RowStats::nan(); rows];
-                short_rows_stats(&transpose_rows(&x, n), &x, 1e-5, &mut batched);
+                short_rows_stats::<_, true>(&transpose_rows(&x, n), &x, 1e-5, &mut batched);
                 for (row, got) in x.chunks_exact(n).zip(&batched) {
-                    let alone = row_stats(row, 1e-5);
+                    let alone = row_stats::<_, true>(row, 1e-5);
                     assert_eq!(got.mean.to_bits(), alone.mean.to_bits());
                     assert_eq!(got.var.to_bits(), alone.var.to_bits());
                     assert_eq!(got.rstd.to_bits(), alone.rstd.to_bits());
@@ -389,7 +405,7 @@ mod tests {
     fn constant_rows_take_the_exact_zero_plan() {
         for &c in &[0.0f64, 0.1, -3.7, 1e6 + 0.1, 1e-300, 1e300, f64::MAX] {
             for eps in [0.0, 1e-5] {
-                let s = row_stats(&[c; 7], eps);
+                let s = row_stats::<_, true>(&[c; 7], eps);
                 assert_eq!(s.mean, c);
                 assert_eq!(s.var, 0.0);
                 assert_eq!(s.plan.apply(c), 0.0);

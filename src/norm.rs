@@ -1,0 +1,272 @@
+//! What [`LayerNorm`](crate::LayerNorm) and [`RmsNorm`](crate::RmsNorm) share: their
+//! parameters, the checks of an input against them, and the walk of the driver over the rows
+//! with the row kernels.
+//!
+//! The two layers differ only in whether a row is centred on its mean before it is scaled. That
+//! is the `CENTER` constant of every method here and of the kernels ([`LAYER`] or [`RMS`]),
+//! chosen at compile time, so that each layer runs its own specialized code.
+
+use ndarray::{Array, ArrayD, ArrayRef, Dimension, IxDyn};
+
+use crate::driver::{
+    fold_row_blocks, for_each_row_mut, for_each_row_mut_pair, for_each_row_pair, for_each_row_quad,
+};
+use crate::error::{Error, Param};
+use crate::float::Float;
+use crate::kernels::{
+    add_rows, add_rows_inplace, backward_row, normalize_rows, normalize_rows_inplace,
+    BackwardScratch, ColumnSums, ParamSums, RowPlan, RowStats,
+};
+use crate::outputs::Gradients;
+use crate::validate;
+
+/// `CENTER` for LayerNorm: rows are centred on their mean.
+pub(crate) const LAYER: bool = true;
+/// `CENTER` for RMSNorm: rows are scaled by their root mean square, not centred.
+pub(crate) const RMS: bool = false;
+
+/// The parameters of a normalization layer. One that exists is valid: epsilon finite and
+/// non-negative, at least one normalized axis, gamma and beta (where present) with one axis per
+/// normalized axis and the same shape as each other, in standard layout.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Core<F> {
+    pub(crate) epsilon: F,
+    pub(crate) axes: usize,
+    pub(crate) gamma: Option<ArrayD<F>>,
+    pub(crate) beta: Option<ArrayD<F>>,
+}
+
+impl<F: Float> Core<F> {
+    /// Epsilon `1e-5` (rounded to `F`), the last axis, no parameters.
+    pub(crate) fn default_eps() -> Self {
+        Core {
+            epsilon: F::narrow(1e-5),
+            axes: 1,
+            gamma: None,
+            beta: None,
+        }
+    }
+
+    /// The given epsilon, the last axis, no parameters.
+    pub(crate) fn new(epsilon: F) -> Result<Self, Error> {
+        Ok(Core {
+            epsilon: validate::epsilon(epsilon)?,
+            ..Self::default_eps()
+        })
+    }
+
+    /// `gamma = ones(shape)` and `beta = zeros(shape)` (if `with_beta`), normalizing over
+    /// `shape.len()` trailing axes.
+    pub(crate) fn affine(shape: &[usize], epsilon: F, with_beta: bool) -> Result<Self, Error> {
+        let core = Core::new(epsilon)?.with_axes(shape.len())?;
+        Ok(Core {
+            gamma: Some(ArrayD::ones(IxDyn(shape))),
+            beta: with_beta.then(|| ArrayD::zeros(IxDyn(shape))),
+            ..core
+        })
+    }
+
+    /// The same parameters, normalizing over the last `axes` axes.
+    pub(crate) fn with_axes(self, axes: usize) -> Result<Self, Error> {
+        if axes == 0 {
+            return Err(Error::InvalidAxes { axes });
+        }
+        for (param, value) in [(Param::Gamma, &self.gamma), (Param::Beta, &self.beta)] {
+            validate::param_axes(param, value.as_ref(), axes)?;
+        }
+        Ok(Core { axes, ..self })
+    }
+
+    /// The same parameters with `param` set to `value` (replacing any previous one).
+    pub(crate) fn with_param<D: Dimension>(
+        self,
+        param: Param,
+        value: Array<F, D>,
+    ) -> Result<Self, Error> {
+        let value = validate::standard(value.into_dyn());
+        validate::param_axes(param, Some(&value), self.axes)?;
+        Ok(match param {
+            Param::Gamma => {
+                validate::params_agree(Some(&value), self.beta.as_ref())?;
+                Core {
+                    gamma: Some(value),
+                    ..self
+                }
+            }
+            Param::Beta => {
+                validate::params_agree(self.gamma.as_ref(), Some(&value))?;
+                Core {
+                    beta: Some(value),
+                    ..self
+                }
+            }
+        })
+    }
+
+    /// Checks an input against the layer: enough axes, and parameters of the shape of the
+    /// normalized axes. Returns the length of a row (the product of those axes' lengths).
+    pub(crate) fn check<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<usize, Error> {
+        let row_shape = validate::normalized_shape(x.shape(), self.axes)?;
+        validate::param_shape(Param::Gamma, self.gamma.as_ref(), row_shape)?;
+        validate::param_shape(Param::Beta, self.beta.as_ref(), row_shape)?;
+        Ok(row_shape.iter().product())
+    }
+
+    /// Gamma and beta as flat slices, in the logical order of a row.
+    pub(crate) fn params(&self) -> (Option<&[F]>, Option<&[F]>) {
+        fn slice<F>(p: &Option<ArrayD<F>>) -> Option<&[F]> {
+            p.as_ref().and_then(|p| p.as_slice())
+        }
+        (slice(&self.gamma), slice(&self.beta))
+    }
+
+    /// The shape of the per-row statistics of a checked input `x`: the leading (not
+    /// normalized) axes, then `axes - 1` axes of length 1.
+    pub(crate) fn stats_dim<D: Dimension>(&self, x: &ArrayRef<F, D>) -> D::Smaller {
+        let shape = x.shape();
+        let leading = shape.len() - self.axes;
+        let mut dim = D::Smaller::zeros(shape.len() - 1);
+        let slots = dim.slice_mut();
+        slots[..leading].copy_from_slice(&shape[..leading]);
+        slots[leading..].fill(1);
+        dim
+    }
+
+    /// Normalizes every row of a checked `x` into `y` (same shape), passing each row's
+    /// statistics and its element of `per_row` to `record`.
+    pub(crate) fn normalize<const CENTER: bool, D: Dimension, T: Send>(
+        &self,
+        x: &ArrayRef<F, D>,
+        y: &mut ArrayRef<F, D>,
+        per_row: &mut ArrayRef<T, D::Smaller>,
+        record: impl Fn(&mut T, &RowStats) + Copy + Sync,
+    ) {
+        let n = validate::rows_len(x.shape(), self.axes);
+        let (gamma, beta) = self.params();
+        let eps = self.epsilon.wide();
+        for_each_row_pair(x, y, self.axes, per_row, |x, y, slots| {
+            normalize_rows::<F, T, CENTER>(x, y, n, eps, gamma, beta, slots, record)
+        });
+    }
+
+    /// Normalizes every row of a checked `x` in place (see [`normalize`](Self::normalize)).
+    pub(crate) fn normalize_inplace<const CENTER: bool, D: Dimension, T: Send>(
+        &self,
+        x: &mut ArrayRef<F, D>,
+        per_row: &mut ArrayRef<T, D::Smaller>,
+        record: impl Fn(&mut T, &RowStats) + Copy + Sync,
+    ) {
+        let n = validate::rows_len(x.shape(), self.axes);
+        let (gamma, beta) = self.params();
+        let eps = self.epsilon.wide();
+        for_each_row_mut(x, self.axes, per_row, |y, slots| {
+            normalize_rows_inplace::<F, T, CENTER>(y, n, eps, gamma, beta, slots, record)
+        });
+    }
+
+    /// `h = x + residual` and `y = norm(h)` for a checked `x` and a `residual` of its shape,
+    /// block by block: each block of `h` is normalized while it is still in cache.
+    pub(crate) fn residual<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        residual: &ArrayRef<F, D>,
+    ) -> (Array<F, D>, Array<F, D>) {
+        let n = validate::rows_len(x.shape(), self.axes);
+        let (gamma, beta) = self.params();
+        let eps = self.epsilon.wide();
+        let mut h = Array::zeros(x.raw_dim());
+        let mut y = Array::zeros(x.raw_dim());
+        let mut rows = Array::from_elem(self.stats_dim(x), ());
+        for_each_row_quad(
+            (x, residual),
+            (&mut h, &mut y),
+            self.axes,
+            &mut rows,
+            |x, r, h, y, slots| {
+                add_rows(x, r, h);
+                normalize_rows::<F, (), CENTER>(h, y, n, eps, gamma, beta, slots, |_, _| {});
+            },
+        );
+        (h, y)
+    }
+
+    /// `residual += x`, then `x = norm(residual)`, block by block.
+    pub(crate) fn residual_inplace<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &mut ArrayRef<F, D>,
+        residual: &mut ArrayRef<F, D>,
+    ) {
+        let n = validate::rows_len(x.shape(), self.axes);
+        let (gamma, beta) = self.params();
+        let eps = self.epsilon.wide();
+        let mut rows = Array::from_elem(self.stats_dim(x), ());
+        for_each_row_mut_pair(x, residual, self.axes, &mut rows, |x, h, slots| {
+            add_rows_inplace(x, h);
+            normalize_rows::<F, (), CENTER>(h, x, n, eps, gamma, beta, slots, |_, _| {});
+        });
+    }
+
+    /// The gradients for a checked `x` and a `dy` of its shape, with `plan(i)` giving the
+    /// statistics of row `i`. Each block of rows sums the parameter gradients into its own
+    /// compensated column sums, and the blocks are merged in block order.
+    pub(crate) fn backward<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        dy: &ArrayRef<F, D>,
+        plan: impl Fn(usize) -> RowPlan + Sync,
+    ) -> Gradients<F, D> {
+        let n = validate::rows_len(x.shape(), self.axes);
+        let (gamma, beta) = self.params();
+        let mut input = Array::zeros(x.raw_dim());
+        let new_sums = |present: bool| present.then(|| ColumnSums::new(n));
+        let mut gamma_total = new_sums(gamma.is_some());
+        let mut beta_total = new_sums(beta.is_some());
+        fold_row_blocks(
+            x,
+            dy,
+            &mut input,
+            self.axes,
+            |first_row, x, dy, dx| {
+                let mut gamma_sums = new_sums(gamma.is_some());
+                let mut beta_sums = new_sums(beta.is_some());
+                let mut scratch = BackwardScratch::new(n);
+                if n > 0 {
+                    let rows = x.chunks_exact(n).zip(dy.chunks_exact(n));
+                    for (r, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(n)).enumerate() {
+                        let sums = ParamSums {
+                            gamma: gamma_sums.as_mut(),
+                            beta: beta_sums.as_mut(),
+                        };
+                        let plan = plan(first_row + r);
+                        backward_row::<F, CENTER>(x, dy, dx, plan, gamma, &mut scratch, sums);
+                    }
+                }
+                (gamma_sums, beta_sums)
+            },
+            |(gamma_part, beta_part)| {
+                merge(&mut gamma_total, gamma_part);
+                merge(&mut beta_total, beta_part);
+            },
+        );
+        // The sums, in the shape of the parameter they belong to.
+        let finish = |sums: Option<ColumnSums>, like: &Option<ArrayD<F>>| {
+            let shape = like.as_ref().map(|p| p.raw_dim());
+            sums.zip(shape).map(|(s, shape)| {
+                ArrayD::from_shape_vec(shape, s.finish::<F>())
+                    .expect("one sum per element of the parameter")
+            })
+        };
+        Gradients {
+            input,
+            gamma: finish(gamma_total, &self.gamma),
+            beta: finish(beta_total, &self.beta),
+        }
+    }
+}
+
+/// Merges a block's sums into the total, in block order.
+fn merge(total: &mut Option<ColumnSums>, part: Option<ColumnSums>) {
+    if let (Some(total), Some(part)) = (total, part) {
+        total.merge(&part);
+    }
+}
