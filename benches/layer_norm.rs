@@ -46,6 +46,21 @@
 //! * `backward` — affine layer, statistics recomputed.
 //! * `backward_with_stats` — affine layer, statistics saved by `forward_with_stats`.
 //!
+//! RMSNorm groups (`rms_norm_f32`, `rms_norm_f64`, shapes `RMS_SHAPES`) have the forward
+//! baselines and the variants `rms_norm` (fresh output), `rms_norm_into` and `rms_norm_inplace`,
+//! all with gamma.
+//!
+//! Residual groups (`residual_f32`, `residual_f64`, shapes `RESIDUAL_SHAPES`) read `x` and `r`
+//! and write `h = x + r` and `y = norm(h)`: `Throughput::Bytes` is `4 * len * size_of::<F>()`.
+//!
+//! * `copy4_into` — one `Zip` pass writing `x + r` and `x` into two existing arrays: the
+//!   baseline, the same traffic in one pass.
+//! * `{layer,rms}_norm_add_then_norm` — `&x + &r` into a fresh array, then `forward` (the
+//!   unfused way), against `{layer,rms}_norm_fused` — `forward_residual`.
+//! * `{layer,rms}_norm_add_then_norm_inplace` — `stream += &x`, then
+//!   `forward_into(&stream, &mut x)`, against `{layer,rms}_norm_fused_inplace` —
+//!   `forward_residual_inplace(&mut x, &mut stream)`.
+//!
 //! With the `rayon` feature (`cargo bench --features rayon`), the groups above run on rayon's
 //! global pool (the crate goes parallel from `PARALLEL_MIN_ELEMENTS` elements; the baselines stay
 //! single-threaded), and two more groups compare like with like on a two-thread pool:
@@ -70,7 +85,7 @@ use std::time::Duration;
 
 #[path = "common/shapes.rs"]
 mod shapes;
-use shapes::{affine, BACKWARD_SHAPES, FORWARD_SHAPES};
+use shapes::{affine, rms_affine, BACKWARD_SHAPES, FORWARD_SHAPES, RESIDUAL_SHAPES, RMS_SHAPES};
 
 /// Modest sampling: big arrays get 10 flat samples over 3 s, small ones 50 samples over 2 s.
 fn configure(group: &mut BenchmarkGroup<'_, WallTime>, len: usize) {
@@ -191,21 +206,154 @@ where
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// RmsNorm: NOT IMPLEMENTED YET in the crate. When it lands, add `fn rms_norm<F>(c, ty)` here,
-// mirroring `forward` above: the same FORWARD_SHAPES, the same `copy_fresh` / `copy_into`
-// baselines in every group, `Throughput::Bytes` = bytes read + written, and group names
-// `rms_norm_{ty}/{shape}` (variants `rms_norm`, `rms_norm_into`, `rms_norm_inplace`); then call
-// it from `benches` below, and add the matching rows to `examples/bandwidth.rs`.
-// ---------------------------------------------------------------------------------------------
+fn rms_norm<F: Float>(c: &mut Criterion, ty: &str)
+where
+    StandardNormal: Distribution<F>,
+{
+    for &s in RMS_SHAPES {
+        let x = s.input::<F>(1);
+        let rms = rms_affine::<F>(s.cols);
+        let bytes = 2 * s.len() * std::mem::size_of::<F>();
+
+        let mut group = c.benchmark_group(format!("rms_norm_{ty}/{}", s.name()));
+        configure(&mut group, s.len());
+        group.throughput(Throughput::Bytes(bytes as u64));
+
+        group.bench_function("copy_fresh", |b| b.iter(|| black_box(&x).to_owned()));
+        let mut out = Array2::<F>::zeros((s.rows, s.cols));
+        group.bench_function("copy_into", |b| {
+            b.iter(|| {
+                out.assign(black_box(&x));
+                black_box(&mut out);
+            })
+        });
+
+        group.bench_function("rms_norm", |b| {
+            b.iter(|| rms.forward(black_box(&x)).expect("valid input"))
+        });
+        group.bench_function("rms_norm_into", |b| {
+            b.iter(|| {
+                rms.forward_into(black_box(&x), &mut out)
+                    .expect("valid input");
+                black_box(&mut out);
+            })
+        });
+        let mut y = x.clone();
+        group.bench_function("rms_norm_inplace", |b| {
+            b.iter(|| {
+                rms.forward_inplace(black_box(&mut y)).expect("valid input");
+            })
+        });
+        group.finish();
+    }
+}
+
+/// The fused residual forms against adding first and normalizing after, for both layers.
+fn residual<F: Float>(c: &mut Criterion, ty: &str)
+where
+    StandardNormal: Distribution<F>,
+{
+    for &s in RESIDUAL_SHAPES {
+        let x = s.input::<F>(1);
+        let r = s.input::<F>(2);
+        let ln = affine::<F>(s.cols);
+        let rms = rms_affine::<F>(s.cols);
+        // Two arrays read, two written.
+        let bytes = 4 * s.len() * std::mem::size_of::<F>();
+
+        let mut group = c.benchmark_group(format!("residual_{ty}/{}", s.name()));
+        configure(&mut group, s.len());
+        group.throughput(Throughput::Bytes(bytes as u64));
+
+        // Baseline: the same four arrays' traffic, in one pass.
+        let mut h = Array2::<F>::zeros((s.rows, s.cols));
+        let mut out = Array2::<F>::zeros((s.rows, s.cols));
+        group.bench_function("copy4_into", |b| {
+            b.iter(|| {
+                Zip::from(&mut h)
+                    .and(&mut out)
+                    .and(black_box(&x))
+                    .and(black_box(&r))
+                    .for_each(|h, o, &a, &b| {
+                        *h = a + b;
+                        *o = a;
+                    });
+                black_box((&mut h, &mut out));
+            })
+        });
+
+        // Allocating forms: `&x + &r` then `forward`, against `forward_residual`.
+        group.bench_function("layer_norm_add_then_norm", |b| {
+            b.iter(|| {
+                let h = black_box(&x) + black_box(&r);
+                let y = ln.forward(&h).expect("valid input");
+                (h, y)
+            })
+        });
+        group.bench_function("layer_norm_fused", |b| {
+            b.iter(|| {
+                ln.forward_residual(black_box(&x), black_box(&r))
+                    .expect("valid input")
+            })
+        });
+        group.bench_function("rms_norm_add_then_norm", |b| {
+            b.iter(|| {
+                let h = black_box(&x) + black_box(&r);
+                let y = rms.forward(&h).expect("valid input");
+                (h, y)
+            })
+        });
+        group.bench_function("rms_norm_fused", |b| {
+            b.iter(|| {
+                rms.forward_residual(black_box(&x), black_box(&r))
+                    .expect("valid input")
+            })
+        });
+
+        // In-place forms on a residual stream: `stream += x` then `forward_into(stream, x)`,
+        // against `forward_residual_inplace`. Both start from the same arrays; the stream
+        // grows by about one unit per call, which changes no timing.
+        let (mut xa, mut stream_a) = (x.clone(), r.clone());
+        group.bench_function("layer_norm_add_then_norm_inplace", |b| {
+            b.iter(|| {
+                stream_a += black_box(&xa);
+                ln.forward_into(&stream_a, &mut xa).expect("valid input");
+            })
+        });
+        let (mut xb, mut stream_b) = (x.clone(), r.clone());
+        group.bench_function("layer_norm_fused_inplace", |b| {
+            b.iter(|| {
+                ln.forward_residual_inplace(black_box(&mut xb), &mut stream_b)
+                    .expect("valid input");
+            })
+        });
+        let (mut xc, mut stream_c) = (x.clone(), r.clone());
+        group.bench_function("rms_norm_add_then_norm_inplace", |b| {
+            b.iter(|| {
+                stream_c += black_box(&xc);
+                rms.forward_into(&stream_c, &mut xc).expect("valid input");
+            })
+        });
+        let (mut xd, mut stream_d) = (x.clone(), r.clone());
+        group.bench_function("rms_norm_fused_inplace", |b| {
+            b.iter(|| {
+                rms.forward_residual_inplace(black_box(&mut xd), &mut stream_d)
+                    .expect("valid input");
+            })
+        });
+        group.finish();
+    }
+}
 
 fn benches(c: &mut Criterion) {
     forward::<f32>(c, "f32");
     forward::<f64>(c, "f64");
     backward::<f32>(c, "f32");
     backward::<f64>(c, "f64");
-    // rms_norm::<f32>(c, "f32");  // RmsNorm: see the note above.
-    // rms_norm::<f64>(c, "f64");
+    rms_norm::<f32>(c, "f32");
+    rms_norm::<f64>(c, "f64");
+    residual::<f32>(c, "f32");
+    residual::<f64>(c, "f64");
     #[cfg(feature = "rayon")]
     two_threads::forward_into(c);
 }

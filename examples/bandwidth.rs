@@ -57,7 +57,10 @@
 //! Without the feature, `--threads N` with N > 1 is refused (exit status 2) rather than
 //! silently measured on one thread. `--threads 1` is the default.
 //!
-//! `RmsNorm` does not exist yet: see the marked place below `backward_rows` for its rows.
+//! `rms_norm*` rows have the forward baselines. `residual_*` rows read `x` and `r` and write `h`
+//! and `y` (`4 * len * size_of::<F>()` bytes); their baseline is `&x + &r` plus `x.to_owned()`
+//! (the same four arrays' traffic into fresh arrays), and `*_add_then_norm` (`&x + &r`, then
+//! `forward`) against `*_fused` (`forward_residual`) is the gain of fusing.
 
 use ndarray::Array2;
 use ndarray_layernorm::{Float, LayerNorm};
@@ -68,7 +71,10 @@ use std::time::{Duration, Instant};
 
 #[path = "../benches/common/shapes.rs"]
 mod shapes;
-use shapes::{affine, shape, Shape, BACKWARD_SHAPES, FORWARD_SHAPES, TRANSPOSED};
+use shapes::{
+    affine, rms_affine, shape, Shape, BACKWARD_SHAPES, FORWARD_SHAPES, RESIDUAL_SHAPES, RMS_SHAPES,
+    TRANSPOSED,
+};
 
 /// The shapes of the criterion benchmark (`benches/layer_norm.rs`).
 const FULL_SHAPES: &[Shape] = FORWARD_SHAPES;
@@ -84,6 +90,8 @@ const QUICK_SHAPES: &[Shape] = &[
 ];
 
 const FULL_BACKWARD: &[Shape] = BACKWARD_SHAPES;
+const QUICK_RMS: &[Shape] = &[shape(32, 768), shape(4096, 768)];
+const QUICK_RESIDUAL: &[Shape] = &[shape(4096, 768)];
 const QUICK_BACKWARD: &[Shape] = &[shape(4096, 768)];
 
 /// How long and how often to time.
@@ -284,12 +292,106 @@ where
     ]
 }
 
-// ---------------------------------------------------------------------------------------------
-// RmsNorm: NOT IMPLEMENTED YET in the crate. When it lands, add `rms_norm_rows<F>` here, shaped
-// like `forward_rows` (the same baselines: `to_owned` for the fresh output, `assign` for
-// `_into` / `_inplace`; bytes = 2 * len * size_of::<F>()), and call it from `main` next to
-// `forward_rows`.
-// ---------------------------------------------------------------------------------------------
+/// RmsNorm (with gamma) of one shape: fresh output, into an existing array and in place, with
+/// the forward baselines.
+fn rms_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config, th: &Threads) -> Vec<Row>
+where
+    StandardNormal: Distribution<F>,
+{
+    let x = s.input::<F>(1);
+    let rms = rms_affine::<F>(s.cols);
+    let mut copy_out = Array2::<F>::zeros((s.rows, s.cols));
+    let mut out = Array2::<F>::zeros((s.rows, s.cols));
+    let mut y = x.clone();
+    let x = &x;
+    let mut cases = vec![
+        Case::new(|| drop(black_box(th.copy_fresh(black_box(x))))),
+        Case::new(|| {
+            th.copy_into(&mut copy_out, black_box(x));
+            black_box(&mut copy_out);
+        }),
+        Case::new(|| drop(black_box(rms.forward(black_box(x)).expect("valid input")))),
+        Case::new(|| {
+            rms.forward_into(black_box(x), &mut out)
+                .expect("valid input");
+            black_box(&mut out);
+        }),
+        Case::new(|| {
+            rms.forward_inplace(black_box(&mut y)).expect("valid input");
+        }),
+    ];
+    measure(&mut cases, cfg);
+    let t: Vec<f64> = cases.iter().map(|c| c.best).collect();
+    let bytes = 2 * s.len() * std::mem::size_of::<F>();
+    let row = |op, op_time, copy_time| Row {
+        op,
+        ty,
+        shape: s.name(),
+        bytes,
+        op_time,
+        copy_time,
+    };
+    vec![
+        row("rms_norm", t[2], t[0]),
+        row("rms_norm_into", t[3], t[1]),
+        row("rms_norm_inplace", t[4], t[1]),
+    ]
+}
+
+/// The residual add & norm of one shape, fused (`forward_residual`) and not (`&x + &r`, then
+/// `forward`), for both layers, against copying the same four arrays' traffic into fresh arrays
+/// (`&x + &r` and `x.to_owned()`).
+fn residual_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config, th: &Threads) -> Vec<Row>
+where
+    StandardNormal: Distribution<F>,
+{
+    let x = s.input::<F>(1);
+    let r = s.input::<F>(2);
+    let ln = affine::<F>(s.cols);
+    let rms = rms_affine::<F>(s.cols);
+    let (x, r) = (&x, &r);
+    let mut cases = vec![
+        Case::new(|| {
+            drop(black_box(th.add_fresh(black_box(x), black_box(r))));
+            drop(black_box(th.copy_fresh(black_box(x))));
+        }),
+        Case::new(|| {
+            let h = th.add_fresh(black_box(x), black_box(r));
+            drop(black_box(ln.forward(&h).expect("valid input")));
+        }),
+        Case::new(|| {
+            drop(black_box(
+                ln.forward_residual(black_box(x), r).expect("valid"),
+            ))
+        }),
+        Case::new(|| {
+            let h = th.add_fresh(black_box(x), black_box(r));
+            drop(black_box(rms.forward(&h).expect("valid input")));
+        }),
+        Case::new(|| {
+            drop(black_box(
+                rms.forward_residual(black_box(x), r).expect("valid"),
+            ))
+        }),
+    ];
+    measure(&mut cases, cfg);
+    let t: Vec<f64> = cases.iter().map(|c| c.best).collect();
+    let bytes = 4 * s.len() * std::mem::size_of::<F>();
+    let row = |op, op_time| Row {
+        op,
+        ty,
+        shape: s.name(),
+        bytes,
+        op_time,
+        copy_time: t[0],
+    };
+    vec![
+        row("residual_add_then_norm", t[1]),
+        row("residual_fused", t[2]),
+        row("rms_residual_add_then_norm", t[3]),
+        row("rms_residual_fused", t[4]),
+    ]
+}
 
 /// The single-thread baselines (the default, and `--threads 1`).
 fn copy_fresh_1<F: Float>(x: &Array2<F>) -> Array2<F> {
@@ -351,6 +453,11 @@ fn main() {
         std::process::exit(2);
     });
     let start = Instant::now();
+    let (rms_shapes, residual_shapes) = if args.quick {
+        (QUICK_RMS, QUICK_RESIDUAL)
+    } else {
+        (RMS_SHAPES, RESIDUAL_SHAPES)
+    };
     let (cfg, shapes, backward_shapes) = if args.quick {
         let cfg = Config {
             target: Duration::from_millis(50),
@@ -395,6 +502,22 @@ fn main() {
             row.print();
         }
     }
+    for &s in rms_shapes {
+        for row in th.install(|| rms_rows::<f32>(s, "f32", cfg, &th)) {
+            row.print();
+        }
+        for row in th.install(|| rms_rows::<f64>(s, "f64", cfg, &th)) {
+            row.print();
+        }
+    }
+    for &s in residual_shapes {
+        for row in th.install(|| residual_rows::<f32>(s, "f32", cfg, &th)) {
+            row.print();
+        }
+        for row in th.install(|| residual_rows::<f64>(s, "f64", cfg, &th)) {
+            row.print();
+        }
+    }
     for &s in backward_shapes {
         for row in th.install(|| backward_rows::<f32>(s, "f32", cfg, &th)) {
             row.print();
@@ -408,7 +531,8 @@ fn main() {
     println!(
         "GB/s = (bytes read + written) / time per call. Baselines: `forward`, `forward_noaffine` \
          vs `x.to_owned()`; `forward_into` vs `out.assign(&x)`; `forward_inplace` vs `assign` \
-         into an array of the layout of `x`; `backward*` vs `&x + &dy` (fresh). \
+         into an array of the layout of `x`; `rms_norm*` likewise; `residual_*` vs `&x + &r` plus \
+         `x.to_owned()`; `backward*` vs `&x + &dy` (fresh). \
          ratio = GB/s / copy GB/s (1.0 = copy speed). `4096x768T` = `x.t()` of a 768x4096 array."
     );
     if th.n() > 1 {

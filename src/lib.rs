@@ -7,7 +7,13 @@
 //! ```
 //!
 //! with the mean and the biased variance taken over the last axis, `eps` (default `1e-5`) and
-//! optional `gamma` (scale) and `beta` (shift) of the length of that axis.
+//! optional `gamma` (scale) and `beta` (shift) of the length of that axis. [`RmsNorm`] is the
+//! same without the centring and without beta, `y = x / sqrt(mean(x^2) + eps) * gamma`.
+//!
+//! Both layers can normalize over the last `k` axes taken together
+//! ([`LayerNorm::with_trailing_axes`], PyTorch's `normalized_shape`, ONNX's `axis`), fuse the
+//! residual add of a transformer block into one pass ([`LayerNorm::forward_residual`],
+//! [`LayerNorm::forward_residual_inplace`]), and have backward passes.
 //!
 //! ```
 //! use approx::assert_abs_diff_eq;
@@ -45,12 +51,16 @@
 //! `1e-300`, subnormals) are rescaled by a power of two on a rare slow path and are as accurate
 //! as rows near 1. Results are bitwise identical for every memory layout of the input.
 //!
+//! [`RmsNorm`] follows the same steps without the mean (a compensated sum of squares, rounded
+//! once, and a true division), with the same accuracy targets.
+//!
 //! # Errors and special values
 //! Bad input returns an [`Error`]; nothing panics. Epsilon must be finite and non-negative, gamma
-//! and beta must agree in length with each other and with the last axis, and a 0-dimensional
-//! input has no last axis. Values are not errors: a row with a NaN or an infinity normalizes to
-//! NaN (only that row), a constant or one-element row normalizes to exactly 0 (`0 / 0` is defined
-//! as 0, for every epsilon including 0), and an empty axis gives an empty result.
+//! and beta must agree in shape with each other and with the normalized axes, and an input
+//! needs at least as many axes as the layer normalizes over. Values are not errors: a row with a
+//! NaN or an infinity normalizes to NaN (only that row), a constant or one-element row (for
+//! RMSNorm, an all-zero row) normalizes to exactly 0 (`0 / 0` is defined as 0, for every epsilon
+//! including 0), and an empty axis gives an empty result.
 //!
 //! # Backward
 //! [`LayerNorm::backward`] and [`LayerNorm::backward_with_stats`] return the [`Gradients`] of a
@@ -69,6 +79,8 @@
 //! * `rayon`: blocks of rows run on rayon's pool when the input has at least
 //!   [`PARALLEL_MIN_ELEMENTS`] elements. Results are bitwise identical to one thread, including
 //!   the parameter gradients, which are reduced over fixed blocks of rows in order.
+//! * `serde`: `Serialize` and `Deserialize` for [`LayerNorm`] and [`RmsNorm`]; loading checks
+//!   the layer as the constructors do (the format is in the docs of those impls).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -85,6 +97,8 @@ mod norm;
 mod outputs;
 mod parallel;
 mod rms_norm;
+#[cfg(feature = "serde")]
+mod serde_impl;
 mod validate;
 
 pub use error::{Error, Param};

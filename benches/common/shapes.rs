@@ -3,7 +3,7 @@
 #![allow(dead_code)] // Each includer uses a subset.
 
 use ndarray::{Array, Array1, Array2};
-use ndarray_layernorm::{Float, LayerNorm};
+use ndarray_layernorm::{Float, LayerNorm, RmsNorm};
 use ndarray_rand::rand_distr::{Distribution, StandardNormal};
 use ndarray_rand::RandomExt;
 use rand::rngs::StdRng;
@@ -44,6 +44,18 @@ pub const FORWARD_SHAPES: &[Shape] = &[
     shape(1_000_000, 5),
     TRANSPOSED,
 ];
+
+/// The RMSNorm forward shapes: short, medium and long rows.
+pub const RMS_SHAPES: &[Shape] = &[
+    shape(32, 768),
+    shape(4096, 768),
+    shape(8192, 1024),
+    shape(65536, 64),
+    shape(1_000_000, 5),
+];
+
+/// The fused residual shapes.
+pub const RESIDUAL_SHAPES: &[Shape] = &[shape(32, 768), shape(4096, 768), shape(8192, 1024)];
 
 /// The backward shapes.
 pub const BACKWARD_SHAPES: &[Shape] = &[shape(32, 768), shape(4096, 768)];
@@ -98,5 +110,15 @@ where
     LayerNorm::<F>::default()
         .with_gamma(random_param(cols, 2))
         .and_then(|ln| ln.with_beta(random_param(cols, 3)))
+        .expect("valid parameters")
+}
+
+/// An RMSNorm layer with seeded gamma for rows of `cols` elements (epsilon 1e-5).
+pub fn rms_affine<F: Float>(cols: usize) -> RmsNorm<F>
+where
+    StandardNormal: Distribution<F>,
+{
+    RmsNorm::<F>::default()
+        .with_gamma(random_param(cols, 2))
         .expect("valid parameters")
 }

@@ -371,8 +371,9 @@ mod tests {
         assert_eq!(s.var, 2.3575999999999997);
     }
 
-    #[test]
-    fn rows_batched_across_lanes_get_the_bits_they_get_alone() {
+    /// Every short row length, batches of 1, 7 and 64 rows, with a subnormal row (rescaling
+    /// path) and a constant row: the batched statistics have the bits of the row alone.
+    fn check_batched_rows<const CENTER: bool>() {
         // Pseudo-random rows of every short length, with a few that leave the fast path.
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
@@ -388,10 +389,13 @@ mod tests {
                 if rows > 2 {
                     x[n..2 * n].iter_mut().for_each(|v| *v = 0.25); // a constant row
                 }
+                if rows > 3 {
+                    x[2 * n..3 * n].iter_mut().for_each(|v| *v = 0.0); // an all-zero row
+                }
                 let mut batched = vec![RowStats::nan(); rows];
-                short_rows_stats::<_, true>(&transpose_rows(&x, n), &x, 1e-5, &mut batched);
+                short_rows_stats::<_, CENTER>(&transpose_rows(&x, n), &x, 1e-5, &mut batched);
                 for (row, got) in x.chunks_exact(n).zip(&batched) {
-                    let alone = row_stats::<_, true>(row, 1e-5);
+                    let alone = row_stats::<_, CENTER>(row, 1e-5);
                     assert_eq!(got.mean.to_bits(), alone.mean.to_bits());
                     assert_eq!(got.var.to_bits(), alone.var.to_bits());
                     assert_eq!(got.rstd.to_bits(), alone.rstd.to_bits());
@@ -399,6 +403,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn rows_batched_across_lanes_get_the_bits_they_get_alone() {
+        check_batched_rows::<true>();
+    }
+
+    #[test]
+    fn uncentred_rows_batched_across_lanes_get_the_bits_they_get_alone() {
+        check_batched_rows::<false>();
+    }
+
+    #[test]
+    fn uncentred_statistics_are_the_mean_square_with_a_zero_mean() {
+        let s = row_stats::<_, false>(&[3.0f64, -4.0], 0.0);
+        assert_eq!((s.mean, s.var, s.rstd), (0.0, 12.5, 1.0 / 12.5f64.sqrt()));
+        assert_eq!(s.plan.apply(3.0), 3.0 / 12.5f64.sqrt());
+        // Squares out of range take the rescaling path; all-zero rows the exact-zero plan.
+        for &c in &[1e-300f64, 1e300, f64::MAX, 5e-324] {
+            let s = row_stats::<_, false>(&[c, c], 0.0);
+            assert_eq!(s.plan.apply(c), 1.0, "{c:e}");
+        }
+        for eps in [0.0, 1e-5] {
+            let s = row_stats::<_, false>(&[0.0f64; 5], eps);
+            assert_eq!(s.plan.apply(0.0).to_bits(), 0.0f64.to_bits());
+        }
+        assert!(row_stats::<_, false>(&[1.0f64, f64::INFINITY], 0.0).rstd.is_nan());
+        assert!(row_stats::<_, false>(&[f64::NAN, 1.0], 0.0).plan.apply(1.0).is_nan());
     }
 
     #[test]
