@@ -429,8 +429,13 @@ mod tests {
             let s = row_stats::<_, false>(&[0.0f64; 5], eps);
             assert_eq!(s.plan.apply(0.0).to_bits(), 0.0f64.to_bits());
         }
-        assert!(row_stats::<_, false>(&[1.0f64, f64::INFINITY], 0.0).rstd.is_nan());
-        assert!(row_stats::<_, false>(&[f64::NAN, 1.0], 0.0).plan.apply(1.0).is_nan());
+        assert!(row_stats::<_, false>(&[1.0f64, f64::INFINITY], 0.0)
+            .rstd
+            .is_nan());
+        assert!(row_stats::<_, false>(&[f64::NAN, 1.0], 0.0)
+            .plan
+            .apply(1.0)
+            .is_nan());
     }
 
     #[test]
