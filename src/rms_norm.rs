@@ -101,6 +101,7 @@ impl<F: Float> RmsNorm<F> {
     ///
     /// # Errors
     /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
+    /// * [`Error::ShapeTooLarge`] if `size` exceeds `isize::MAX`.
     pub fn affine(size: usize, epsilon: F) -> Result<Self, Error> {
         Self::affine_shape(&[size], epsilon)
     }
@@ -118,6 +119,7 @@ impl<F: Float> RmsNorm<F> {
     /// # Errors
     /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
     /// * [`Error::InvalidAxes`] if `shape` is empty.
+    /// * [`Error::ShapeTooLarge`] if the product of `shape` exceeds `isize::MAX`.
     pub fn affine_shape(shape: &[usize], epsilon: F) -> Result<Self, Error> {
         Ok(RmsNorm {
             core: Core::affine(shape, epsilon, false)?,
@@ -276,8 +278,11 @@ impl<F: Float> RmsNorm<F> {
     /// reuses.
     ///
     /// `rstd` has the shape of `x` without its last axis (with several normalized axes, the
-    /// other normalized axes have length 1 there). It is `+inf` for an all-zero row with
-    /// `eps == 0`, and NaN for a row with a NaN or an infinity, or with no elements.
+    /// other normalized axes have length 1 there). It is `+inf` where `1 / sqrt(ms + eps)` is
+    /// beyond the range of `F`: an all-zero row with `eps == 0`, or a row whose root mean
+    /// square is below about `1 / F::MAX` ([`backward_with_stats`](Self::backward_with_stats)
+    /// recomputes such rows). It is NaN for a row with a NaN or an infinity, or with no
+    /// elements.
     ///
     /// ```
     /// use ndarray::array;
@@ -381,9 +386,13 @@ impl<F: Float> RmsNorm<F> {
     ///
     /// Computed as [`LayerNorm::backward`](crate::LayerNorm::backward) is, in twice the
     /// precision of the data (the derivation is in the docs of that module). An all-zero row
-    /// has the gradient `g / sqrt(eps)`, and 0 when `eps == 0`. NaN or infinite values make
-    /// their row's input gradient NaN, and `dgamma` NaN. The result is bitwise the same for
-    /// every layout. [`Gradients::beta`] is always `None`.
+    /// has the gradient `g / sqrt(eps)`, and 0 when `eps == 0`; a row of one element `x` has
+    /// the closed form `g * eps / (x^2 + eps)^(3/2)` (exactly 0 when `eps == 0`, where the
+    /// output is `sign(x)`). A NaN or an infinity in a row of `x` makes that row of the input
+    /// gradient NaN and all of `dgamma`; one in `dy` makes its row of the input gradient NaN
+    /// and its column of `dgamma`; a NaN in gamma makes every row's input gradient NaN (each
+    /// row's `mean(g * xhat)` includes it). The result is bitwise the same for every layout.
+    /// [`Gradients::beta`] is always `None`.
     ///
     /// ```
     /// use approx::assert_abs_diff_eq;
@@ -455,6 +464,11 @@ impl<F: Float> RmsNorm<F> {
     ) -> Result<Gradients<F, D>, Error> {
         self.core.check_backward(x, dy)?;
         let plans = self.core.saved_plans(x, None, rstd)?;
+        if validate::rows_len(x.shape(), self.core.axes) == 1 {
+            // Rows of one element have a closed-form gradient (see `backward`), which needs no
+            // statistics and is exact where the general formula cancels.
+            return self.backward(x, dy);
+        }
         Ok(self.core.backward::<RMS, _>(x, dy, |i| plans[i]))
     }
 }

@@ -301,9 +301,16 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
         g.iter().zip(xhat).map(|(g, x)| g.mul(*x)),
     );
     let mean_gx = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
-    for ((dx, g), xhat) in dx.iter_mut().zip(g).zip(xhat) {
-        let t = g.sub(mean_g).sub(xhat.mul(mean_gx));
-        *dx = F::narrow(t.mul(r).round() * scale);
+    match plan {
+        RowPlan::Recompute(eps) if !CENTER && n == 1 => {
+            dx[0] = F::narrow(one_element_rms_dx::<F>(x[0], g[0], eps));
+        }
+        _ => {
+            for ((dx, g), xhat) in dx.iter_mut().zip(g).zip(xhat) {
+                let t = g.sub(mean_g).sub(xhat.mul(mean_gx));
+                *dx = F::narrow(t.mul(r).round() * scale);
+            }
+        }
     }
     if let Some(acc) = sums.gamma {
         acc.add_parts(
@@ -315,4 +322,39 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
     if let Some(acc) = sums.beta {
         acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
     }
+}
+
+/// The input gradient of an RMSNorm row of one element `x`, with `g = dy * gamma`:
+/// `y = x / sqrt(x^2 + eps)`, so `dx = g * eps / t^(3/2)` with `t = x^2 + eps`.
+///
+/// The general formula `(g - xhat * mean(g * xhat)) / s` is `g * (1 - xhat^2) / s` here, whose
+/// terms cancel exactly when `eps == 0` (the output is `sign(x)` and the gradient 0): what is
+/// left is their rounding, times `|g / x|`, which is huge for a tiny `x`. This closed form is
+/// exactly 0 there. Otherwise `x` is scaled by `2^k` into `[1, 2)` (exact), so that its square
+/// neither overflows nor underflows: with `e = eps * 4^k` and `T = (x 2^k)^2 + e`,
+/// `dx = g * (e / T) / sqrt(T) * 2^k`.
+#[inline(always)]
+fn one_element_rms_dx<F: Float>(x: F, g: F::Wide, eps: f64) -> f64 {
+    type W<F> = <F as Sealed>::Wide;
+    let v = x.wide();
+    if !v.is_finite() {
+        return f64::NAN;
+    }
+    if eps == 0.0 {
+        // y = sign(x): the gradient is 0 (NaN if g is not finite).
+        return g.round() * 0.0;
+    }
+    let k = if v == 0.0 {
+        0
+    } else {
+        (-exponent(v.abs())).clamp(-1000, 1000)
+    };
+    let e = eps * pow2(k) * pow2(k);
+    if !e.is_finite() {
+        // x^2 is negligible next to eps: dx = g / sqrt(eps).
+        return g.div(W::<F>::of(eps).sqrt()).round();
+    }
+    let xs = W::<F>::of(v * pow2(k));
+    let t = xs.mul(xs).add(W::<F>::of(e));
+    g.mul(W::<F>::of(e).div(t)).div(t.sqrt()).round() * pow2(k)
 }

@@ -4,6 +4,7 @@
 pub mod backward_bounds;
 pub mod exact;
 pub mod exact_backward;
+pub mod exact_rms;
 pub mod forward_bounds;
 pub mod harness;
 pub mod tally;
