@@ -83,9 +83,10 @@ impl<F: Float> LayerNorm<F> {
     ///
     /// A row of one element has an input gradient of exactly 0; so does a constant row when
     /// `eps == 0` (where the true gradient does not exist). A NaN or an infinity in a row of `x`
-    /// or `dy` makes that row of the input gradient NaN, and the parameter gradients, which sum
-    /// over all rows, NaN as well. A NaN in gamma makes every row's input gradient NaN (each
-    /// row's `mean(g)` includes it).
+    /// makes that row of the input gradient NaN, and the parameter gradients, which sum over all
+    /// rows, NaN in every element; one in `dy` makes its row of the input gradient NaN and its
+    /// column of the parameter gradients. A NaN in gamma makes every row's input gradient NaN
+    /// (each row's `mean(g)` includes it).
     ///
     /// ```
     /// use approx::assert_abs_diff_eq;

@@ -72,6 +72,12 @@ pub enum Error {
         /// The rejected number of axes.
         axes: usize,
     },
+    /// A parameter shape asked of a constructor has more elements than an array can hold
+    /// (their product overflows `isize`).
+    ShapeTooLarge {
+        /// The requested shape.
+        shape: Vec<usize>,
+    },
     /// The input is 0-dimensional, so it has no last axis to normalize over.
     ZeroDimensional,
     /// The input has fewer axes than the layer normalizes over.
@@ -128,6 +134,10 @@ impl fmt::Display for Error {
             Error::InvalidAxes { axes } => write!(
                 f,
                 "a layer must normalize over at least one axis, not {axes}"
+            ),
+            Error::ShapeTooLarge { shape } => write!(
+                f,
+                "a parameter of shape {shape:?} has more elements than an array can hold"
             ),
             Error::ZeroDimensional => {
                 f.write_str("a 0-dimensional array has no last axis to normalize over")

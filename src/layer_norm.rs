@@ -126,6 +126,7 @@ impl<F: Float> LayerNorm<F> {
     ///
     /// # Errors
     /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
+    /// * [`Error::ShapeTooLarge`] if `size` exceeds `isize::MAX`.
     pub fn affine(size: usize, epsilon: F) -> Result<Self, Error> {
         Self::affine_shape(&[size], epsilon)
     }
@@ -143,6 +144,7 @@ impl<F: Float> LayerNorm<F> {
     /// # Errors
     /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
     /// * [`Error::InvalidAxes`] if `shape` is empty.
+    /// * [`Error::ShapeTooLarge`] if the product of `shape` exceeds `isize::MAX`.
     pub fn affine_shape(shape: &[usize], epsilon: F) -> Result<Self, Error> {
         Ok(LayerNorm {
             core: Core::affine(shape, epsilon, true)?,
@@ -237,7 +239,8 @@ impl<F: Float> LayerNorm<F> {
     /// Normalizes every row (lane of the last axis, or block of the normalized axes) of `x`
     /// into a new array in standard layout.
     ///
-    /// `x` may be any array of at least one dimension, in any layout: an owned array, a view, a
+    /// `x` may be any array with at least as many axes as the layer normalizes over (one by
+    /// default), in any layout: an owned array, a view, a
     /// stepped slice, a transpose. The result is bitwise the same for every layout.
     ///
     /// ```

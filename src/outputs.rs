@@ -4,7 +4,9 @@ use ndarray::{Array, ArrayD, Dimension};
 
 /// Per-row statistics saved by [`LayerNorm::forward_with_stats`](crate::LayerNorm::forward_with_stats).
 ///
-/// Both arrays have the shape of the input without its last axis. For a row that holds a NaN or
+/// Both arrays have the shape of the input without its last axis; for a layer over `k > 1`
+/// trailing axes, the other `k - 1` normalized axes have length 1 there (the leading shape,
+/// then `k - 1` ones). For a row that holds a NaN or
 /// an infinity, or has no elements, both entries are NaN.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stats<F, E: Dimension> {
@@ -30,7 +32,8 @@ pub struct Moments<F, E: Dimension> {
     pub var: Array<F, E>,
 }
 
-/// The gradients returned by [`LayerNorm::backward`](crate::LayerNorm::backward).
+/// The gradients returned by [`LayerNorm::backward`](crate::LayerNorm::backward) and
+/// [`RmsNorm::backward`](crate::RmsNorm::backward).
 ///
 /// `gamma` and `beta` are `Some` exactly when the layer has that parameter.
 #[derive(Debug, Clone, PartialEq)]

@@ -91,6 +91,23 @@ pub(crate) fn param_shape<F>(
     }
 }
 
+/// A shape whose element count an array can hold: the product of its non-zero lengths fits in
+/// `isize` (ndarray's own limit, which panics when exceeded).
+pub(crate) fn array_size(shape: &[usize]) -> Result<(), Error> {
+    let fits = shape
+        .iter()
+        .filter(|&&len| len != 0)
+        .try_fold(1usize, |acc, &len| acc.checked_mul(len))
+        .is_some_and(|n| n <= isize::MAX as usize);
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::ShapeTooLarge {
+            shape: shape.to_vec(),
+        })
+    }
+}
+
 /// The length of a row of an array of the given (checked) shape: the product of its last
 /// `axes` lengths.
 pub(crate) fn rows_len(shape: &[usize], axes: usize) -> usize {

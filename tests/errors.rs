@@ -567,6 +567,21 @@ fn error_clones_compare_equal_and_differ_from_other_values() {
             expected: vec![1],
             actual: vec![2],
         },
+        Error::ParamShape {
+            param: Param::Gamma,
+            expected: vec![2, 3],
+            actual: vec![3, 2],
+        },
+        Error::ParamAxes {
+            param: Param::Beta,
+            expected: 2,
+            actual: 1,
+        },
+        Error::InvalidAxes { axes: 0 },
+        Error::TooFewAxes { axes: 3, ndim: 2 },
+        Error::ShapeTooLarge {
+            shape: vec![1 << 40, 1 << 40],
+        },
     ];
     for (i, a) in errors.iter().enumerate() {
         assert_eq!(a.clone(), *a);
@@ -575,4 +590,37 @@ fn error_clones_compare_equal_and_differ_from_other_values() {
             assert_eq!(i == j, a == b, "{a:?} vs {b:?}");
         }
     }
+}
+
+#[test]
+fn constructors_reject_parameter_shapes_too_large_for_an_array_instead_of_panicking() {
+    use ndarray_layernorm::{LayerNorm, RmsNorm};
+    let huge = [1usize << 33, 1 << 33];
+    let expected = Error::ShapeTooLarge {
+        shape: huge.to_vec(),
+    };
+    assert_eq!(
+        LayerNorm::<f32>::affine_shape(&huge, 0.0).unwrap_err(),
+        expected
+    );
+    assert_eq!(
+        RmsNorm::<f64>::affine_shape(&huge, 0.0).unwrap_err(),
+        expected
+    );
+    let too_long = Error::ShapeTooLarge {
+        shape: vec![usize::MAX],
+    };
+    assert_eq!(
+        LayerNorm::<f64>::affine(usize::MAX, 1e-5).unwrap_err(),
+        too_long
+    );
+    assert_eq!(
+        RmsNorm::<f32>::affine(usize::MAX, 1e-5).unwrap_err(),
+        too_long
+    );
+    let text = too_long.to_string();
+    assert!(text.contains("more elements"), "{text}");
+    // ndarray's limit counts the non-zero lengths even when another axis is empty.
+    assert!(LayerNorm::<f32>::affine_shape(&[0, usize::MAX], 0.0).is_err());
+    assert!(LayerNorm::<f32>::affine_shape(&[0, 1 << 40], 0.0).is_ok());
 }
