@@ -14,7 +14,7 @@ use crate::driver::{
 use crate::error::{Error, Param};
 use crate::float::Float;
 use crate::kernels::{
-    add_rows, add_rows_inplace, backward_row, normalize_rows, normalize_rows_inplace,
+    backward_row, normalize_rows, normalize_rows_inplace, residual_rows, residual_rows_inplace,
     BackwardScratch, ColumnSums, ParamSums, RowPlan, RowStats,
 };
 use crate::outputs::Gradients;
@@ -59,6 +59,7 @@ impl<F: Float> Core<F> {
     /// `shape.len()` trailing axes.
     pub(crate) fn affine(shape: &[usize], epsilon: F, with_beta: bool) -> Result<Self, Error> {
         let core = Core::new(epsilon)?.with_axes(shape.len())?;
+        validate::array_size(shape)?;
         Ok(Core {
             gamma: Some(ArrayD::ones(IxDyn(shape))),
             beta: with_beta.then(|| ArrayD::zeros(IxDyn(shape))),
@@ -182,10 +183,7 @@ impl<F: Float> Core<F> {
             (&mut h, &mut y),
             self.axes,
             &mut rows,
-            |x, r, h, y, slots| {
-                add_rows(x, r, h);
-                normalize_rows::<F, (), CENTER>(h, y, n, eps, gamma, beta, slots, |_, _| {});
-            },
+            |x, r, h, y, _| residual_rows::<F, CENTER>(x, r, h, y, n, eps, gamma, beta),
         );
         (h, y)
     }
@@ -200,9 +198,8 @@ impl<F: Float> Core<F> {
         let (gamma, beta) = self.params();
         let eps = self.epsilon.wide();
         let mut rows = Array::from_elem(self.stats_dim(x), ());
-        for_each_row_mut_pair(x, residual, self.axes, &mut rows, |x, h, slots| {
-            add_rows_inplace(x, h);
-            normalize_rows::<F, (), CENTER>(h, x, n, eps, gamma, beta, slots, |_, _| {});
+        for_each_row_mut_pair(x, residual, self.axes, &mut rows, |x, h, _| {
+            residual_rows_inplace::<F, CENTER>(x, h, n, eps, gamma, beta)
         });
     }
 

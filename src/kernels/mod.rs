@@ -8,7 +8,7 @@ mod wide;
 
 pub(crate) use backward::{backward_row, BackwardScratch, ColumnSums, ParamSums, RowPlan};
 pub(crate) use forward::{
-    add_rows, add_rows_inplace, normalize_rows, normalize_rows_inplace, rows_moments,
+    normalize_rows, normalize_rows_inplace, residual_rows, residual_rows_inplace, rows_moments,
 };
 pub(crate) use moments::RowStats;
 pub(crate) use wide::{DoubleF64, Wide};
