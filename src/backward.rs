@@ -122,11 +122,7 @@ impl<F: Float> LayerNorm<F> {
         x: &ArrayRef<F, D>,
         dy: &ArrayRef<F, D>,
     ) -> Result<Gradients<F, D>, Error> {
-        self.core.check_backward(x, dy)?;
-        let eps = self.epsilon().wide();
-        Ok(self
-            .core
-            .backward::<LAYER, _>(x, dy, |_| RowPlan::Recompute(eps)))
+        self.core.backward_recomputed::<LAYER, _>(x, dy)
     }
 
     /// [`backward`](Self::backward) with the statistics saved by

@@ -6,7 +6,6 @@ use crate::error::{Error, Param};
 use crate::float::Float;
 use crate::norm::{Core, LAYER};
 use crate::outputs::Stats;
-use crate::validate;
 
 /// Layer normalization over the last axis of an array, or over its last `k` axes.
 ///
@@ -268,12 +267,7 @@ impl<F: Float> LayerNorm<F> {
     ///
     /// NaN or infinite input is not an error: see the type-level docs.
     pub fn forward<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<Array<F, D>, Error> {
-        self.core.check(x)?;
-        let mut y = Array::zeros(x.raw_dim());
-        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
-        self.core
-            .normalize::<LAYER, _, _>(x, &mut y, &mut rows, |_, _| {});
-        Ok(y)
+        self.core.forward::<LAYER, _>(x)
     }
 
     /// Normalizes every row of `x` into `out`, an existing array of the same shape in any
@@ -307,12 +301,7 @@ impl<F: Float> LayerNorm<F> {
         x: &ArrayRef<F, D>,
         out: &mut ArrayRef<F, D>,
     ) -> Result<(), Error> {
-        self.core.check(x)?;
-        validate::same_shape(x.shape(), out.shape())?;
-        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
-        self.core
-            .normalize::<LAYER, _, _>(x, out, &mut rows, |_, _| {});
-        Ok(())
+        self.core.forward_into::<LAYER, _>(x, out)
     }
 
     /// Normalizes every row of `x` in place.
@@ -340,11 +329,7 @@ impl<F: Float> LayerNorm<F> {
     ///
     /// On error `x` is left unchanged.
     pub fn forward_inplace<D: Dimension>(&self, x: &mut ArrayRef<F, D>) -> Result<(), Error> {
-        self.core.check(x)?;
-        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
-        self.core
-            .normalize_inplace::<LAYER, _, _>(x, &mut rows, |_, _| {});
-        Ok(())
+        self.core.forward_inplace::<LAYER, _>(x)
     }
 
     /// Normalizes like [`forward`](Self::forward) and also returns each row's mean and
@@ -424,9 +409,7 @@ impl<F: Float> LayerNorm<F> {
         x: &ArrayRef<F, D>,
         residual: &ArrayRef<F, D>,
     ) -> Result<(Array<F, D>, Array<F, D>), Error> {
-        self.core.check(x)?;
-        validate::same_shape(x.shape(), residual.shape())?;
-        Ok(self.core.residual::<LAYER, _>(x, residual))
+        self.core.forward_residual::<LAYER, _>(x, residual)
     }
 
     /// [`forward_residual`](Self::forward_residual) in place, for a residual stream: adds `x`
@@ -454,9 +437,6 @@ impl<F: Float> LayerNorm<F> {
         x: &mut ArrayRef<F, D>,
         residual: &mut ArrayRef<F, D>,
     ) -> Result<(), Error> {
-        self.core.check(x)?;
-        validate::same_shape(x.shape(), residual.shape())?;
-        self.core.residual_inplace::<LAYER, _>(x, residual);
-        Ok(())
+        self.core.forward_residual_inplace::<LAYER, _>(x, residual)
     }
 }

@@ -133,6 +133,78 @@ impl<F: Float> Core<F> {
         dim
     }
 
+    /// `forward`: checks `x` and normalizes it into a new array.
+    pub(crate) fn forward<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+    ) -> Result<Array<F, D>, Error> {
+        self.check(x)?;
+        let mut y = Array::zeros(x.raw_dim());
+        let mut rows = Array::from_elem(self.stats_dim(x), ());
+        self.normalize::<CENTER, _, _>(x, &mut y, &mut rows, |_, _| {});
+        Ok(y)
+    }
+
+    /// `forward_into`: checks `x` and `out`, and normalizes `x` into `out`.
+    pub(crate) fn forward_into<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        out: &mut ArrayRef<F, D>,
+    ) -> Result<(), Error> {
+        self.check(x)?;
+        validate::same_shape(x.shape(), out.shape())?;
+        let mut rows = Array::from_elem(self.stats_dim(x), ());
+        self.normalize::<CENTER, _, _>(x, out, &mut rows, |_, _| {});
+        Ok(())
+    }
+
+    /// `forward_inplace`: checks `x` and normalizes it in place.
+    pub(crate) fn forward_inplace<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &mut ArrayRef<F, D>,
+    ) -> Result<(), Error> {
+        self.check(x)?;
+        let mut rows = Array::from_elem(self.stats_dim(x), ());
+        self.normalize_inplace::<CENTER, _, _>(x, &mut rows, |_, _| {});
+        Ok(())
+    }
+
+    /// `forward_residual`: checks `x` and `residual`, and returns `(x + residual, norm(..))`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn forward_residual<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        residual: &ArrayRef<F, D>,
+    ) -> Result<(Array<F, D>, Array<F, D>), Error> {
+        self.check(x)?;
+        validate::same_shape(x.shape(), residual.shape())?;
+        Ok(self.residual::<CENTER, _>(x, residual))
+    }
+
+    /// `forward_residual_inplace`: checks both arrays, then `residual += x`, `x = norm(..)`.
+    pub(crate) fn forward_residual_inplace<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &mut ArrayRef<F, D>,
+        residual: &mut ArrayRef<F, D>,
+    ) -> Result<(), Error> {
+        self.check(x)?;
+        validate::same_shape(x.shape(), residual.shape())?;
+        self.residual_inplace::<CENTER, _>(x, residual);
+        Ok(())
+    }
+
+    /// `backward`: checks `x` and `dy`, and returns the gradients with the statistics
+    /// recomputed from `x`.
+    pub(crate) fn backward_recomputed<const CENTER: bool, D: Dimension>(
+        &self,
+        x: &ArrayRef<F, D>,
+        dy: &ArrayRef<F, D>,
+    ) -> Result<Gradients<F, D>, Error> {
+        self.check_backward(x, dy)?;
+        let eps = self.epsilon.wide();
+        Ok(self.backward::<CENTER, _>(x, dy, |_| RowPlan::Recompute(eps)))
+    }
+
     /// Normalizes every row of a checked `x` into `y` (same shape), passing each row's
     /// statistics and its element of `per_row` to `record`.
     pub(crate) fn normalize<const CENTER: bool, D: Dimension, T: Send>(
@@ -151,7 +223,7 @@ impl<F: Float> Core<F> {
     }
 
     /// Normalizes every row of a checked `x` in place (see [`normalize`](Self::normalize)).
-    pub(crate) fn normalize_inplace<const CENTER: bool, D: Dimension, T: Send>(
+    fn normalize_inplace<const CENTER: bool, D: Dimension, T: Send>(
         &self,
         x: &mut ArrayRef<F, D>,
         per_row: &mut ArrayRef<T, D::Smaller>,
@@ -167,7 +239,7 @@ impl<F: Float> Core<F> {
 
     /// `h = x + residual` and `y = norm(h)` for a checked `x` and a `residual` of its shape,
     /// block by block: each block of `h` is normalized while it is still in cache.
-    pub(crate) fn residual<const CENTER: bool, D: Dimension>(
+    fn residual<const CENTER: bool, D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
         residual: &ArrayRef<F, D>,
@@ -189,7 +261,7 @@ impl<F: Float> Core<F> {
     }
 
     /// `residual += x`, then `x = norm(residual)`, block by block.
-    pub(crate) fn residual_inplace<const CENTER: bool, D: Dimension>(
+    fn residual_inplace<const CENTER: bool, D: Dimension>(
         &self,
         x: &mut ArrayRef<F, D>,
         residual: &mut ArrayRef<F, D>,

@@ -4,7 +4,6 @@ use ndarray::{Array, ArrayD, ArrayRef, Dimension};
 
 use crate::error::{Error, Param};
 use crate::float::Float;
-use crate::kernels::RowPlan;
 use crate::norm::{Core, RMS};
 use crate::outputs::Gradients;
 use crate::validate;
@@ -208,12 +207,7 @@ impl<F: Float> RmsNorm<F> {
     /// * [`Error::ParamLength`] (one normalized axis) or [`Error::ParamShape`] (several) if
     ///   gamma does not have the shape of the normalized axes of `x`.
     pub fn forward<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<Array<F, D>, Error> {
-        self.core.check(x)?;
-        let mut y = Array::zeros(x.raw_dim());
-        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
-        self.core
-            .normalize::<RMS, _, _>(x, &mut y, &mut rows, |_, _| {});
-        Ok(y)
+        self.core.forward::<RMS, _>(x)
     }
 
     /// Normalizes every row of `x` into `out`, an existing array of the same shape in any
@@ -240,12 +234,7 @@ impl<F: Float> RmsNorm<F> {
         x: &ArrayRef<F, D>,
         out: &mut ArrayRef<F, D>,
     ) -> Result<(), Error> {
-        self.core.check(x)?;
-        validate::same_shape(x.shape(), out.shape())?;
-        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
-        self.core
-            .normalize::<RMS, _, _>(x, out, &mut rows, |_, _| {});
-        Ok(())
+        self.core.forward_into::<RMS, _>(x, out)
     }
 
     /// Normalizes every row of `x` in place. Bitwise the same as [`forward`](Self::forward).
@@ -266,11 +255,7 @@ impl<F: Float> RmsNorm<F> {
     /// # Errors
     /// As [`forward`](Self::forward). On error `x` is left unchanged.
     pub fn forward_inplace<D: Dimension>(&self, x: &mut ArrayRef<F, D>) -> Result<(), Error> {
-        self.core.check(x)?;
-        let mut rows = Array::from_elem(self.core.stats_dim(x), ());
-        self.core
-            .normalize_inplace::<RMS, _, _>(x, &mut rows, |_, _| {});
-        Ok(())
+        self.core.forward_inplace::<RMS, _>(x)
     }
 
     /// Normalizes like [`forward`](Self::forward) and also returns each row's
@@ -340,9 +325,7 @@ impl<F: Float> RmsNorm<F> {
         x: &ArrayRef<F, D>,
         residual: &ArrayRef<F, D>,
     ) -> Result<(Array<F, D>, Array<F, D>), Error> {
-        self.core.check(x)?;
-        validate::same_shape(x.shape(), residual.shape())?;
-        Ok(self.core.residual::<RMS, _>(x, residual))
+        self.core.forward_residual::<RMS, _>(x, residual)
     }
 
     /// [`forward_residual`](Self::forward_residual) in place, for a residual stream: adds `x`
@@ -369,10 +352,7 @@ impl<F: Float> RmsNorm<F> {
         x: &mut ArrayRef<F, D>,
         residual: &mut ArrayRef<F, D>,
     ) -> Result<(), Error> {
-        self.core.check(x)?;
-        validate::same_shape(x.shape(), residual.shape())?;
-        self.core.residual_inplace::<RMS, _>(x, residual);
-        Ok(())
+        self.core.forward_residual_inplace::<RMS, _>(x, residual)
     }
 
     /// The gradients of a loss with respect to the input and gamma, given the input `x` and
@@ -421,11 +401,7 @@ impl<F: Float> RmsNorm<F> {
         x: &ArrayRef<F, D>,
         dy: &ArrayRef<F, D>,
     ) -> Result<Gradients<F, D>, Error> {
-        self.core.check_backward(x, dy)?;
-        let eps = self.epsilon().wide();
-        Ok(self
-            .core
-            .backward::<RMS, _>(x, dy, |_| RowPlan::Recompute(eps)))
+        self.core.backward_recomputed::<RMS, _>(x, dy)
     }
 
     /// [`backward`](Self::backward) with the `rstd` saved by
