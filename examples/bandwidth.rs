@@ -58,9 +58,12 @@
 //! silently measured on one thread. `--threads 1` is the default.
 //!
 //! `rms_norm*` rows have the forward baselines. `residual_*` rows read `x` and `r` and write `h`
-//! and `y` (`4 * len * size_of::<F>()` bytes); their baseline is `&x + &r` plus `x.to_owned()`
-//! (the same four arrays' traffic into fresh arrays), and `*_add_then_norm` (`&x + &r`, then
-//! `forward`) against `*_fused` (`forward_residual`) is the gain of fusing.
+//! and `y` (`4 * len * size_of::<F>()` bytes). The allocating forms, `*_add_then_norm` (`&x + &r`,
+//! then `forward`) and `*_fused` (`forward_residual`), have the baseline `&x + &r` plus
+//! `x.to_owned()` (the same four arrays' traffic into fresh arrays); the in-place forms,
+//! `*_add_then_norm_inplace` (`stream += &x`, then `forward_into(&stream, &mut x)`) and
+//! `*_fused_inplace` (`forward_residual_inplace`), have two copies into existing arrays. The
+//! ratio of an `add_then_norm` time to its `fused` time is the gain of fusing.
 
 use ndarray::Array2;
 use ndarray_layernorm::{Float, LayerNorm};
@@ -338,9 +341,11 @@ where
     ]
 }
 
-/// The residual add & norm of one shape, fused (`forward_residual`) and not (`&x + &r`, then
-/// `forward`), for both layers, against copying the same four arrays' traffic into fresh arrays
-/// (`&x + &r` and `x.to_owned()`).
+/// The residual add & norm of one shape, fused (`forward_residual*`) and not (add, then
+/// normalize), for both layers. Allocating forms against copying the same four arrays' traffic
+/// into fresh arrays (`&x + &r` and `x.to_owned()`); in-place forms (`stream += &x`, then
+/// `forward_into(&stream, &mut x)`, against `forward_residual_inplace(&mut x, &mut stream)`)
+/// against two copies into existing arrays.
 fn residual_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config, th: &Threads) -> Vec<Row>
 where
     StandardNormal: Distribution<F>,
@@ -349,6 +354,11 @@ where
     let r = s.input::<F>(2);
     let ln = affine::<F>(s.cols);
     let rms = rms_affine::<F>(s.cols);
+    let (mut out_a, mut out_b) = (x.clone(), x.clone());
+    // Each in-place case owns its stream and input; the stream grows by about one unit per
+    // call, which changes no timing.
+    let mut owned = [(); 4].map(|()| (x.clone(), r.clone()));
+    let [ln_un, ln_fu, rms_un, rms_fu] = &mut owned;
     let (x, r) = (&x, &r);
     let mut cases = vec![
         Case::new(|| {
@@ -373,23 +383,52 @@ where
                 rms.forward_residual(black_box(x), r).expect("valid"),
             ))
         }),
+        Case::new(|| {
+            th.copy_into(&mut out_a, black_box(x));
+            th.copy_into(&mut out_b, black_box(r));
+            black_box((&mut out_a, &mut out_b));
+        }),
+        Case::new(|| {
+            let (x, stream) = (&mut ln_un.0, &mut ln_un.1);
+            *stream += black_box(&*x);
+            ln.forward_into(stream, x).expect("valid input");
+        }),
+        Case::new(|| {
+            let (x, stream) = (&mut ln_fu.0, &mut ln_fu.1);
+            ln.forward_residual_inplace(black_box(x), stream)
+                .expect("valid input");
+        }),
+        Case::new(|| {
+            let (x, stream) = (&mut rms_un.0, &mut rms_un.1);
+            *stream += black_box(&*x);
+            rms.forward_into(stream, x).expect("valid input");
+        }),
+        Case::new(|| {
+            let (x, stream) = (&mut rms_fu.0, &mut rms_fu.1);
+            rms.forward_residual_inplace(black_box(x), stream)
+                .expect("valid input");
+        }),
     ];
     measure(&mut cases, cfg);
     let t: Vec<f64> = cases.iter().map(|c| c.best).collect();
     let bytes = 4 * s.len() * std::mem::size_of::<F>();
-    let row = |op, op_time| Row {
+    let row = |op, op_time, copy_time| Row {
         op,
         ty,
         shape: s.name(),
         bytes,
         op_time,
-        copy_time: t[0],
+        copy_time,
     };
     vec![
-        row("residual_add_then_norm", t[1]),
-        row("residual_fused", t[2]),
-        row("rms_residual_add_then_norm", t[3]),
-        row("rms_residual_fused", t[4]),
+        row("residual_add_then_norm", t[1], t[0]),
+        row("residual_fused", t[2], t[0]),
+        row("rms_residual_add_then_norm", t[3], t[0]),
+        row("rms_residual_fused", t[4], t[0]),
+        row("residual_add_then_norm_inplace", t[6], t[5]),
+        row("residual_fused_inplace", t[7], t[5]),
+        row("rms_residual_add_then_norm_inplace", t[8], t[5]),
+        row("rms_residual_fused_inplace", t[9], t[5]),
     ]
 }
 
@@ -532,7 +571,7 @@ fn main() {
         "GB/s = (bytes read + written) / time per call. Baselines: `forward`, `forward_noaffine` \
          vs `x.to_owned()`; `forward_into` vs `out.assign(&x)`; `forward_inplace` vs `assign` \
          into an array of the layout of `x`; `rms_norm*` likewise; `residual_*` vs `&x + &r` plus \
-         `x.to_owned()`; `backward*` vs `&x + &dy` (fresh). \
+         `x.to_owned()` (in place: two copies into existing arrays); `backward*` vs `&x + &dy` (fresh). \
          ratio = GB/s / copy GB/s (1.0 = copy speed). `4096x768T` = `x.t()` of a 768x4096 array."
     );
     if th.n() > 1 {
