@@ -206,6 +206,7 @@ impl<F: Float> Core<F> {
             rstd => RowPlan::Saved {
                 mean: m.wide(),
                 rstd,
+                eps,
             },
         };
         Ok(match mean {

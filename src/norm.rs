@@ -10,6 +10,7 @@ use ndarray::{Array, ArrayD, ArrayRef, Dimension, IxDyn};
 
 use crate::driver::{
     fold_row_blocks, for_each_row_mut, for_each_row_mut_pair, for_each_row_pair, for_each_row_quad,
+    rows_by_len,
 };
 use crate::error::{Error, Param};
 use crate::float::Float;
@@ -105,12 +106,11 @@ impl<F: Float> Core<F> {
     }
 
     /// Checks an input against the layer: enough axes, and parameters of the shape of the
-    /// normalized axes. Returns the length of a row (the product of those axes' lengths).
-    pub(crate) fn check<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<usize, Error> {
+    /// normalized axes.
+    pub(crate) fn check<D: Dimension>(&self, x: &ArrayRef<F, D>) -> Result<(), Error> {
         let row_shape = validate::normalized_shape(x.shape(), self.axes)?;
         validate::param_shape(Param::Gamma, self.gamma.as_ref(), row_shape)?;
-        validate::param_shape(Param::Beta, self.beta.as_ref(), row_shape)?;
-        Ok(row_shape.iter().product())
+        validate::param_shape(Param::Beta, self.beta.as_ref(), row_shape)
     }
 
     /// Gamma and beta as flat slices, in the logical order of a row.
@@ -214,7 +214,7 @@ impl<F: Float> Core<F> {
         per_row: &mut ArrayRef<T, D::Smaller>,
         record: impl Fn(&mut T, &RowStats) + Copy + Sync,
     ) {
-        let n = validate::rows_len(x.shape(), self.axes);
+        let (_, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
         let eps = self.epsilon.wide();
         for_each_row_pair(x, y, self.axes, per_row, |x, y, slots| {
@@ -229,7 +229,7 @@ impl<F: Float> Core<F> {
         per_row: &mut ArrayRef<T, D::Smaller>,
         record: impl Fn(&mut T, &RowStats) + Copy + Sync,
     ) {
-        let n = validate::rows_len(x.shape(), self.axes);
+        let (_, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
         let eps = self.epsilon.wide();
         for_each_row_mut(x, self.axes, per_row, |y, slots| {
@@ -244,7 +244,7 @@ impl<F: Float> Core<F> {
         x: &ArrayRef<F, D>,
         residual: &ArrayRef<F, D>,
     ) -> (Array<F, D>, Array<F, D>) {
-        let n = validate::rows_len(x.shape(), self.axes);
+        let (_, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
         let eps = self.epsilon.wide();
         let mut h = Array::zeros(x.raw_dim());
@@ -266,7 +266,7 @@ impl<F: Float> Core<F> {
         x: &mut ArrayRef<F, D>,
         residual: &mut ArrayRef<F, D>,
     ) {
-        let n = validate::rows_len(x.shape(), self.axes);
+        let (_, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
         let eps = self.epsilon.wide();
         let mut rows = Array::from_elem(self.stats_dim(x), ());
@@ -284,7 +284,7 @@ impl<F: Float> Core<F> {
         dy: &ArrayRef<F, D>,
         plan: impl Fn(usize) -> RowPlan + Sync,
     ) -> Gradients<F, D> {
-        let n = validate::rows_len(x.shape(), self.axes);
+        let (_, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
         let mut input = Array::zeros(x.raw_dim());
         let new_sums = |present: bool| present.then(|| ColumnSums::new(n));

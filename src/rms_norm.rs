@@ -6,7 +6,6 @@ use crate::error::{Error, Param};
 use crate::float::Float;
 use crate::norm::{Core, RMS};
 use crate::outputs::Gradients;
-use crate::validate;
 
 /// Root-mean-square normalization (RMSNorm, as in LLaMA-style models) over the last axis of an
 /// array, or over its last `k` axes.
@@ -440,11 +439,6 @@ impl<F: Float> RmsNorm<F> {
     ) -> Result<Gradients<F, D>, Error> {
         self.core.check_backward(x, dy)?;
         let plans = self.core.saved_plans(x, None, rstd)?;
-        if validate::rows_len(x.shape(), self.core.axes) == 1 {
-            // Rows of one element have a closed-form gradient (see `backward`), which needs no
-            // statistics and is exact where the general formula cancels.
-            return self.backward(x, dy);
-        }
         Ok(self.core.backward::<RMS, _>(x, dy, |i| plans[i]))
     }
 }

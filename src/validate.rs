@@ -108,12 +108,6 @@ pub(crate) fn array_size(shape: &[usize]) -> Result<(), Error> {
     }
 }
 
-/// The length of a row of an array of the given (checked) shape: the product of its last
-/// `axes` lengths.
-pub(crate) fn rows_len(shape: &[usize], axes: usize) -> usize {
-    shape[shape.len() - axes..].iter().product()
-}
-
 /// A parameter in standard layout, so that it is always available as a slice.
 pub(crate) fn standard<F: Clone>(p: ArrayD<F>) -> ArrayD<F> {
     if p.is_standard_layout() {

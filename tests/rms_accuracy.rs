@@ -707,23 +707,13 @@ fn backward_integer_rows_with_eps_zero_and_one_element() {
 }
 
 /// A one-element row with eps 0 normalizes to the constant `sign(x)`, so its exact input
-/// gradient is 0 (the reference agrees: `backward_reference_matches_closed_forms`). The library
-/// evaluates `(g - xhat * mean(g * xhat)) / s` with `xhat = x / s` rounded in its working
-/// precision, so the difference, whose terms cancel exactly, keeps a relative error of the
-/// working precision times `|g| / s = |g| / |x|`: about `2^-53 |g / x|` for `f32` input and
-/// `2^-106 |g / x|` for `f64` input. For `|x|` below about `2^-32` (f32) or `2^-56` (f64) that
-/// exceeds the 4-unit target, and for tiny `x` it is enormous:
-///
-/// * `f32`: `x = [-6.337978e-31]`, `dy = [1.1306636]`, no gamma, eps 0: `dx = 7.0e14`;
-/// * `f64`: `x = [3.9433122073865263e-302]`, `dy = [1.4704866164983144]`, gamma 1, eps 0:
-///   `dx = -2.87e268`.
-///
-/// Rows of two or more elements are not affected in the scenarios above (their `dx` does not
-/// cancel to 0). A fix could return 0 for one-element rows with eps 0 (as `LayerNorm` does for
-/// its one-element rows), or evaluate the numerator as
-/// `g_j eps + sum_k x_k (g_j x_k - x_j g_k) / n`, which is exactly 0 there.
+/// gradient is 0 (the reference agrees: `backward_reference_matches_closed_forms`). The general
+/// formula `(g - xhat * mean(g * xhat)) / s`, whose terms cancel exactly there, used to leave
+/// their rounding times `|g / x|`: for tiny `x` that was enormous (`f32`: `x = [-6.337978e-31]`,
+/// `dy = [1.1306636]` gave `dx = 7.0e14`; `f64`: `x = [3.9433122073865263e-302]`,
+/// `dy = [1.4704866164983144]`, gamma 1, gave `dx = -2.87e268`). Such rows now use the closed
+/// form `g * eps / (x^2 + eps)^(3/2)`; this test sweeps the whole exponent range.
 #[test]
-
 fn one_element_rows_with_eps_zero_have_a_zero_input_gradient() {
     fn check<F: Float>(rng: &mut StdRng, b: &mut Backward, exponents: std::ops::Range<i32>) {
         for e in exponents {
@@ -743,4 +733,30 @@ fn one_element_rows_with_eps_zero_have_a_zero_input_gradient() {
     check::<f32>(&mut rng, &mut b32, -120..120);
     check::<f64>(&mut rng, &mut b64, -1000..1000);
     assert_tallies([&b32.dx, &b32.dgamma, &b64.dx, &b64.dgamma]);
+}
+
+/// `backward_with_stats` gives one-element rows the same closed form: exactly 0 with eps 0
+/// (whatever the saved `rstd`), and the bits of `backward` otherwise.
+#[test]
+fn one_element_rows_with_saved_stats_have_the_closed_form_gradient() {
+    fn check<F: Float>(exponents: std::ops::Range<i32>) {
+        let mut rng = StdRng::seed_from_u64(65);
+        for e in exponents {
+            let x: Array2<F> = batch::<F>(8, 1, || vec![normal(&mut rng) * 2f64.powi(e)]);
+            let dy: Array2<F> = batch::<F>(8, 1, || vec![normal(&mut rng)]);
+            for eps in [0.0, 1e-5] {
+                let rms = RmsNorm::<F>::affine(1, of(eps)).unwrap();
+                let (_, rstd) = rms.forward_with_stats(&x).unwrap();
+                let saved = rms.backward_with_stats(&x, &rstd, &dy).unwrap();
+                let fresh = rms.backward(&x, &dy).unwrap();
+                let bits = |a: &Array2<F>| a.iter().map(|v| wide(*v).to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&saved.input), bits(&fresh.input), "2^{e}, eps {eps}");
+                if eps == 0.0 {
+                    assert!(saved.input.iter().all(|v| wide(*v) == 0.0), "2^{e}");
+                }
+            }
+        }
+    }
+    check::<f32>(-120..120);
+    check::<f64>(-1000..1000);
 }

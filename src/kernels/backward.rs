@@ -68,12 +68,14 @@ pub(crate) struct ParamSums<'a> {
 pub(crate) enum RowPlan {
     /// Recompute them from the row, in the working precision, with this epsilon.
     Recompute(f64),
-    /// Use the mean and `rstd` saved by a forward pass (a finite `rstd`).
+    /// Use the mean and `rstd` saved by a forward pass (a finite `rstd`) with this epsilon.
     Saved {
         /// The saved mean.
         mean: f64,
         /// The saved `1 / sqrt(var + eps)`.
         rstd: f64,
+        /// The layer's epsilon (needed by rows whose gradient has a closed form).
+        eps: f64,
     },
 }
 
@@ -254,7 +256,7 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
     }
     let norm = match plan {
         RowPlan::Recompute(eps) => recompute::<F, CENTER>(x, eps, s),
-        RowPlan::Saved { mean, rstd } => {
+        RowPlan::Saved { mean, rstd, .. } => {
             let (mean, r) = (W::<F>::of(mean), W::<F>::of(rstd));
             s.xhat.clear();
             s.xhat
@@ -302,7 +304,7 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
     );
     let mean_gx = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
     match plan {
-        RowPlan::Recompute(eps) if !CENTER && n == 1 => {
+        RowPlan::Recompute(eps) | RowPlan::Saved { eps, .. } if !CENTER && n == 1 => {
             dx[0] = F::narrow(one_element_rms_dx::<F>(x[0], g[0], eps));
         }
         _ => {
