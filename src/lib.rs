@@ -16,6 +16,31 @@
 //! [`LayerNorm::forward_residual_inplace`]), and have backward passes.
 //!
 //! ```
+//! use ndarray::{Array, Array3};
+//! use ndarray_layernorm::{LayerNorm, RmsNorm};
+//! # fn main() -> Result<(), ndarray_layernorm::Error> {
+//! // 2 sequences of 3 tokens with 4 features, and a residual stream of the same shape.
+//! let x: Array3<f64> = Array::linspace(-1.0, 1.0, 24).into_shape_with_order((2, 3, 4)).unwrap();
+//! let mut stream: Array3<f64> = Array::ones((2, 3, 4));
+//!
+//! // RMSNorm over the features: y = x / sqrt(mean(x^2) + eps) * gamma.
+//! let rms = RmsNorm::affine(4, 1e-6)?;
+//! let y = rms.forward(&x)?;
+//!
+//! // Add & norm in one pass: the stream becomes x + stream, x becomes its normalization.
+//! let mut h = x.clone();
+//! rms.forward_residual_inplace(&mut h, &mut stream)?;
+//! assert_eq!(h, rms.forward(&stream)?);
+//!
+//! // LayerNorm over the last two axes (PyTorch's normalized_shape = [3, 4]).
+//! let ln = LayerNorm::affine_shape(&[3, 4], 1e-5)?;
+//! let (z, stats) = ln.forward_with_stats(&y)?;
+//! assert_eq!((z.shape(), stats.mean.shape()), (&[2, 3, 4][..], &[2, 1][..]));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ```
 //! use approx::assert_abs_diff_eq;
 //! use ndarray::array;
 //! use ndarray_layernorm::{moments, LayerNorm};
