@@ -8,7 +8,7 @@
 mod support;
 
 use ndarray::{Array1, Array2, Axis};
-use ndarray_layernorm::LayerNorm;
+use ndarray_layernorm::{LayerNorm, RmsNorm};
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, RngSeed};
 
@@ -289,6 +289,65 @@ fn check_affine_application<F: TestFloat>(
     Ok(())
 }
 
+/// RMSNorm: each output row has the mean square `ms / (ms + eps)`, with `ms` the mean square
+/// of the input row (both computed here in plain `f64`), and an all-zero row stays exactly 0.
+fn check_rms_mean_square<F: TestFloat>(d: &Data, eps: f64) -> Result<(), TestCaseError> {
+    let x = d.array::<F>();
+    let eps = F::of(eps).f64();
+    let y = RmsNorm::<F>::new(F::of(eps)).unwrap().forward(&x).unwrap();
+    let mean_square = |r: ndarray::ArrayView1<F>| {
+        r.iter().map(|v| v.f64() * v.f64()).sum::<f64>() / r.len() as f64
+    };
+    for (xr, yr) in x.rows().into_iter().zip(y.rows()) {
+        let ms = mean_square(xr);
+        if ms == 0.0 {
+            prop_assert!(yr.iter().all(|&v| v.f64() == 0.0), "zero row -> {yr}");
+            continue;
+        }
+        let expected = ms / (ms + eps);
+        // Each output is within about one unit of its exact value, so its square within about
+        // two; each plain f64 sum of n squares here adds at most n f64 roundings.
+        let n = xr.len() as f64;
+        let tol = (8.0 * F::EPS + 4.0 * n * f64::EPSILON) * expected;
+        let got = mean_square(yr);
+        prop_assert!(
+            (got - expected).abs() <= tol,
+            "mean square {got:e}, expected {expected:e} +- {tol:e} (eps {eps:e}): {xr}"
+        );
+    }
+    Ok(())
+}
+
+/// RMSNorm with eps 0 is invariant under scaling by a power of two (bitwise: the scaling is
+/// exact and the arithmetic sees the same significands), and its `rstd` scales inversely.
+fn check_rms_power_of_two_scaling<F: TestFloat>(d: &Data, k: i32) -> Result<(), TestCaseError> {
+    let x = d.array::<F>();
+    let factor = 2f64.powi(k);
+    let scaled = x.mapv(|v| F::of(v.f64() * factor));
+    let rms = RmsNorm::<F>::new(F::of(0.0)).unwrap();
+    let (y, rstd) = rms.forward_with_stats(&x).unwrap();
+    let (ys, rstd_s) = rms.forward_with_stats(&scaled).unwrap();
+    assert_bitwise_eq(&ys, &y, &format!("RMSNorm scaled by 2^{k}"));
+    for (a, b) in rstd_s.iter().zip(&rstd) {
+        if b.f64().is_finite() && b.f64() > 0.0 {
+            prop_assert_eq!(a.f64(), b.f64() / factor);
+        }
+    }
+    Ok(())
+}
+
+/// RMSNorm of `-x` is `-y`, bitwise (no mean, and rounding to nearest is symmetric).
+fn check_rms_negation<F: TestFloat>(d: &Data, eps: f64) -> Result<(), TestCaseError> {
+    let x = d.array::<F>();
+    let rms = RmsNorm::<F>::new(F::of(eps)).unwrap();
+    let y = rms.forward(&x).unwrap();
+    let yn = rms.forward(&x.mapv(|v| -v)).unwrap();
+    for (a, b) in yn.iter().zip(&y) {
+        prop_assert_eq!(a.f64(), -b.f64());
+    }
+    Ok(())
+}
+
 fn small_epsilon() -> impl Strategy<Value = f64> {
     prop::sample::select(vec![0.0, 1e-5])
 }
@@ -401,5 +460,39 @@ proptest! {
         d in data(3, 40), eps in epsilon(), (g, b) in affine_params(),
     ) {
         check_affine_application::<f64>(&d, eps, &g, &b)?;
+    }
+
+    #[test]
+    fn f32_rms_output_rows_have_mean_square_ms_over_ms_plus_eps(d in data(4, 40), eps in epsilon()) {
+        check_rms_mean_square::<f32>(&d, eps)?;
+    }
+
+    #[test]
+    fn f64_rms_output_rows_have_mean_square_ms_over_ms_plus_eps(d in data(4, 40), eps in epsilon()) {
+        check_rms_mean_square::<f64>(&d, eps)?;
+    }
+
+    #[test]
+    fn f32_rms_zero_epsilon_output_is_invariant_under_power_of_two_scaling(
+        d in data(3, 40), k in -20i32..=20,
+    ) {
+        check_rms_power_of_two_scaling::<f32>(&d, k)?;
+    }
+
+    #[test]
+    fn f64_rms_zero_epsilon_output_is_invariant_under_power_of_two_scaling(
+        d in data(3, 40), k in -100i32..=100,
+    ) {
+        check_rms_power_of_two_scaling::<f64>(&d, k)?;
+    }
+
+    #[test]
+    fn f32_rms_negating_the_input_negates_the_output(d in data(3, 40), eps in epsilon()) {
+        check_rms_negation::<f32>(&d, eps)?;
+    }
+
+    #[test]
+    fn f64_rms_negating_the_input_negates_the_output(d in data(3, 40), eps in epsilon()) {
+        check_rms_negation::<f64>(&d, eps)?;
     }
 }
