@@ -27,6 +27,7 @@ use crate::outputs::Stats;
 /// leading axes followed by `k - 1` axes of length 1 (the input's shape with its last axis
 /// removed and the other normalized axes set to 1); inserting one more axis of length 1 at
 /// the end gives ONNX's shape of `Mean` and `InvStdDev`.
+/// ONNX stores `epsilon` as an `f32`: for `f64` data, `f64::from(eps_f32)` reproduces a node.
 ///
 /// ```
 /// use ndarray::Array;
