@@ -77,16 +77,17 @@ impl<F: Float> LayerNorm<F> {
     /// subtraction in `dx`, whose terms can be far larger than its result, costs nothing
     /// visible: measured against exact arithmetic, every gradient is within 0.5 units of
     /// `F::EPSILON * max(1, |exact|)` for `f64` input, offsets included, and within 4 units for
-    /// `f32` input (0.5 on centred rows; up to 2.8 where `|mean| / std` reaches 1e5). [`backward_with_stats`](Self::backward_with_stats)
-    /// reuses saved statistics instead. The result is bitwise the same for every layout of `x`
-    /// and `dy`.
+    /// `f32` input (0.5 on centred rows; up to 2.8 where `|mean| / std` reaches 1e5).
+    /// [`backward_with_stats`](Self::backward_with_stats) reuses saved statistics instead. The
+    /// result is bitwise the same for every layout of `x` and `dy`.
     ///
     /// A row of one element has an input gradient of exactly 0; so does a constant row when
     /// `eps == 0` (where the true gradient does not exist). A NaN or an infinity in a row of `x`
     /// makes that row of the input gradient NaN, and the parameter gradients, which sum over all
     /// rows, NaN in every element; one in `dy` makes its row of the input gradient NaN and its
     /// column of the parameter gradients. A NaN in gamma makes every row's input gradient NaN
-    /// (each row's `mean(g)` includes it).
+    /// (each row's `mean(g)` includes it). With zero rows, the input gradient is empty and the
+    /// parameter gradients are zeros.
     ///
     /// ```
     /// use approx::assert_abs_diff_eq;
@@ -103,7 +104,11 @@ impl<F: Float> LayerNorm<F> {
     /// assert_abs_diff_eq!(grads.gamma.unwrap()[2], a, epsilon = 1e-15);
     /// // dx = (g - 1/3 - xhat * a/3) / s with s = sqrt(2/3).
     /// let s = (2.0f64 / 3.0).sqrt();
-    /// let expected = [(-1.0 / 3.0 + a * a / 3.0) / s, (-1.0 / 3.0) / s, (1.0 - 1.0 / 3.0 - a * a / 3.0) / s];
+    /// let expected = [
+    ///     (-1.0 / 3.0 + a * a / 3.0) / s,
+    ///     (-1.0 / 3.0) / s,
+    ///     (1.0 - 1.0 / 3.0 - a * a / 3.0) / s,
+    /// ];
     /// for (got, want) in grads.input.iter().zip(expected) {
     ///     assert_abs_diff_eq!(*got, want, epsilon = 1e-15);
     /// }
@@ -133,7 +138,9 @@ impl<F: Float> LayerNorm<F> {
     /// can be far less accurate than [`backward`](Self::backward), which recomputes the
     /// statistics in twice the precision of the data (the tests bound the difference element
     /// by element). A saved `rstd` of `+inf` (1/std beyond the range of `F`, e.g. a constant row
-    /// with `eps == 0`) makes that row recomputed as `backward` would.
+    /// with `eps == 0`) makes that row recomputed as `backward` would. Other saved values are
+    /// used as given (only their shape is checked): pass the ones `forward_with_stats` returned
+    /// for the same `x` and layer.
     ///
     /// ```
     /// use approx::assert_abs_diff_eq;

@@ -72,8 +72,8 @@ pub enum Error {
         /// The rejected number of axes.
         axes: usize,
     },
-    /// A parameter shape asked of a constructor has more elements than an array can hold
-    /// (their product overflows `isize`).
+    /// A parameter shape asked of a constructor is beyond ndarray's limit: the product of its
+    /// non-zero lengths overflows `isize`.
     ShapeTooLarge {
         /// The requested shape.
         shape: Vec<usize>,

@@ -144,7 +144,8 @@ impl<F: Float> LayerNorm<F> {
     /// # Errors
     /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
     /// * [`Error::InvalidAxes`] if `shape` is empty.
-    /// * [`Error::ShapeTooLarge`] if the product of `shape` exceeds `isize::MAX`.
+    /// * [`Error::ShapeTooLarge`] if the product of the non-zero lengths of `shape` exceeds
+    ///   `isize::MAX` (ndarray's limit, which counts them even when another length is 0).
     pub fn affine_shape(shape: &[usize], epsilon: F) -> Result<Self, Error> {
         Ok(LayerNorm {
             core: Core::affine(shape, epsilon, true)?,

@@ -20,17 +20,20 @@ use crate::outputs::Gradients;
 /// normalized axes, [`with_trailing_axes`](Self::with_trailing_axes) maps to PyTorch's
 /// `normalized_shape` and ONNX's `axis` the same way, and every layout gives the same bits.
 ///
-/// The default epsilon is `1e-5`, as for `LayerNorm` and ONNX's `RMSNormalization`.
-/// PyTorch's `nn.RMSNorm` defaults to `eps=None`, which means `torch.finfo(dtype).eps`
-/// (`1.19e-7` for `f32`): pass that to [`new`](Self::new) to match it.
+/// The default epsilon is `1e-5` rounded to `F`, as for `LayerNorm`. ONNX's
+/// `RMSNormalization` defaults to `1e-5` as an `f32` (so for `f64` data pass
+/// `f64::from(1e-5f32)` to reproduce it), and PyTorch's `nn.RMSNorm` to `eps=None`, which means
+/// `torch.finfo(dtype).eps` (`1.19e-7` for `f32`): pass that to [`new`](Self::new) to match it.
 ///
 /// # Accuracy
 /// The mean square is a compensated sum of squares in `f64`, rounded once, and each output is
-/// `x / sqrt(ms + eps)` with a true division (for `f32` input in `f64`, rounded once). For
-/// `f32` input the output is within one unit of `f32::EPSILON * max(1, |y|)` of the exact
-/// value, for `f64` input within two units of `f64::EPSILON * max(1, |y|)`; rows of values
-/// near `1e-300` or `1e300`, whose squares leave the range, are rescaled internally and are as
-/// accurate.
+/// `x / sqrt(ms + eps)` with a true division (for `f32` input in `f64`, rounded once). Before
+/// gamma, the output is within one unit of `f32::EPSILON * max(1, |y|)` of the exact value for
+/// `f32` input, and within two units of `f64::EPSILON * max(1, |y|)` for `f64` input; gamma adds
+/// the rounding of one product (the tests assert a per-element bound derived from both). Rows
+/// of values near `1e-300` or `1e300`, whose squares leave the range, are rescaled internally
+/// and are as accurate. The backward pass runs in twice the precision of the data (see
+/// [`backward`](Self::backward)).
 ///
 /// # Special rows
 /// * An all-zero row normalizes to exactly 0 (then `* gamma`) for every epsilon including 0
@@ -117,7 +120,8 @@ impl<F: Float> RmsNorm<F> {
     /// # Errors
     /// * [`Error::InvalidEpsilon`] if `epsilon` is negative, NaN or infinite.
     /// * [`Error::InvalidAxes`] if `shape` is empty.
-    /// * [`Error::ShapeTooLarge`] if the product of `shape` exceeds `isize::MAX`.
+    /// * [`Error::ShapeTooLarge`] if the product of the non-zero lengths of `shape` exceeds
+    ///   `isize::MAX` (ndarray's limit, which counts them even when another length is 0).
     pub fn affine_shape(shape: &[usize], epsilon: F) -> Result<Self, Error> {
         Ok(RmsNorm {
             core: Core::affine(shape, epsilon, false)?,
@@ -370,7 +374,8 @@ impl<F: Float> RmsNorm<F> {
     /// output is `sign(x)`). A NaN or an infinity in a row of `x` makes that row of the input
     /// gradient NaN and all of `dgamma`; one in `dy` makes its row of the input gradient NaN
     /// and its column of `dgamma`; a NaN in gamma makes every row's input gradient NaN (each
-    /// row's `mean(g * xhat)` includes it). The result is bitwise the same for every layout.
+    /// row's `mean(g * xhat)` includes it). With zero rows, the input gradient is empty and
+    /// `dgamma` is zeros. The result is bitwise the same for every layout.
     /// [`Gradients::beta`] is always `None`.
     ///
     /// ```
@@ -408,7 +413,9 @@ impl<F: Float> RmsNorm<F> {
     ///
     /// `xhat` is computed as `x * rstd` from the saved value, rounded to `F`, so the gradient
     /// is as accurate as that rounding allows. A saved `rstd` of `+inf` makes that row
-    /// recomputed as `backward` would.
+    /// recomputed as `backward` would; rows of one element use their closed form whatever was
+    /// saved. Other saved values are used as given (only their shape is checked): pass the
+    /// `rstd` that `forward_with_stats` returned for the same `x` and layer.
     ///
     /// ```
     /// use approx::assert_abs_diff_eq;

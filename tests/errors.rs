@@ -624,3 +624,45 @@ fn constructors_reject_parameter_shapes_too_large_for_an_array_instead_of_panick
     assert!(LayerNorm::<f32>::affine_shape(&[0, usize::MAX], 0.0).is_err());
     assert!(LayerNorm::<f32>::affine_shape(&[0, 1 << 40], 0.0).is_ok());
 }
+
+#[test]
+fn param_shape_display_names_the_parameter_and_both_shapes() {
+    let text = Error::ParamShape {
+        param: Param::Beta,
+        expected: vec![3, 4],
+        actual: vec![4, 3],
+    }
+    .to_string();
+    assert!(text.contains("beta"), "{text}");
+    assert!(text.contains("[3, 4]") && text.contains("[4, 3]"), "{text}");
+}
+
+#[test]
+fn param_axes_display_names_the_parameter_and_both_counts() {
+    let text = Error::ParamAxes {
+        param: Param::Gamma,
+        expected: 2,
+        actual: 3,
+    }
+    .to_string();
+    assert!(text.contains("gamma"), "{text}");
+    assert!(text.contains('2') && text.contains('3'), "{text}");
+}
+
+#[test]
+fn axes_displays_contain_their_counts() {
+    let text = Error::InvalidAxes { axes: 0 }.to_string();
+    assert!(text.contains("at least one axis") && text.contains('0'), "{text}");
+    let text = Error::TooFewAxes { axes: 3, ndim: 2 }.to_string();
+    assert!(text.contains('3') && text.contains('2'), "{text}");
+}
+
+#[test]
+fn param_mismatch_display_contains_both_shapes() {
+    let text = Error::ParamMismatch {
+        gamma: vec![2, 3],
+        beta: vec![3, 2],
+    }
+    .to_string();
+    assert!(text.contains("[2, 3]") && text.contains("[3, 2]"), "{text}");
+}

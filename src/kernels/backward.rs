@@ -197,8 +197,8 @@ fn recompute<F: Float, const CENTER: bool>(
     let var = sum_zip(&s.xhat, &s.xhat, |d, _| d.mul(d), &mut s.hi, &mut s.lo).div(n);
     if var.round() == 0.0 {
         // Every deviation is exactly 0 (a nonzero scaled deviation has a square in range): a
-        // constant row (uncentred: an all-zero row). With eps == 0 its gradient is defined as 0; otherwise xhat = 0 and
-        // dx = (g - mean(g)) / sqrt(eps), unscaled.
+        // constant row (uncentred: an all-zero row). With eps == 0 its gradient is defined as 0;
+        // otherwise xhat = 0 and dx = (g - mean(g)) / sqrt(eps), unscaled.
         if eps == 0.0 {
             return None;
         }

@@ -289,9 +289,9 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
     let var_scaled = div_by_len(sq_hi, sq_lo, n);
     if var_scaled == 0.0 {
         // Every deviation is exactly zero (nonzero scaled deviations are at least ~2^-108, and
-        // their squares do not underflow): a constant row (uncentred: an all-zero row). Its output is exactly zero; with
-        // eps == 0 the divisor is +inf rather than 0, which defines 0 / 0 as 0 (and makes the
-        // input gradient of the row 0 as well).
+        // their squares do not underflow): a constant row (uncentred: an all-zero row). Its
+        // output is exactly zero; with eps == 0 the divisor is +inf rather than 0, which
+        // defines 0 / 0 as 0 (and makes the input gradient of the row 0 as well).
         let den = if eps > 0.0 { eps.sqrt() } else { f64::INFINITY };
         return RowStats {
             mean,
@@ -371,8 +371,9 @@ mod tests {
         assert_eq!(s.var, 2.3575999999999997);
     }
 
-    /// Every short row length, batches of 1, 7 and 64 rows, with a subnormal row (rescaling
-    /// path) and a constant row: the batched statistics have the bits of the row alone.
+    /// Every short row length, batches of 1, 7 and 64 rows, with a subnormal row and a constant
+    /// and an all-zero row (all three take the rescaling path): the batched statistics have the
+    /// bits of the row alone.
     fn check_batched_rows<const CENTER: bool>() {
         // Pseudo-random rows of every short length, with a few that leave the fast path.
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -385,7 +386,10 @@ mod tests {
         for n in 1..=SHORT {
             for rows in [1, 7, BATCH] {
                 let mut x: Vec<f64> = (0..rows * n).map(|_| next() * 10.0 + 3.0).collect();
-                x[0] = 1e-310; // a row that takes the rescaling path
+                // A subnormal row, whose squares underflow: the rescaling path.
+                for (i, v) in x[..n].iter_mut().enumerate() {
+                    *v = 1e-310 * (i as f64 + 1.0) * if i % 2 == 0 { 1.0 } else { -0.5 };
+                }
                 if rows > 2 {
                     x[n..2 * n].iter_mut().for_each(|v| *v = 0.25); // a constant row
                 }
