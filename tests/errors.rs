@@ -652,7 +652,10 @@ fn param_axes_display_names_the_parameter_and_both_counts() {
 #[test]
 fn axes_displays_contain_their_counts() {
     let text = Error::InvalidAxes { axes: 0 }.to_string();
-    assert!(text.contains("at least one axis") && text.contains('0'), "{text}");
+    assert!(
+        text.contains("at least one axis") && text.contains('0'),
+        "{text}"
+    );
     let text = Error::TooFewAxes { axes: 3, ndim: 2 }.to_string();
     assert!(text.contains('3') && text.contains('2'), "{text}");
 }
