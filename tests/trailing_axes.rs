@@ -4,9 +4,11 @@
 //! The reference for every result here is the same layer over the last axis of the input
 //! reshaped (by the test, in logical row-major order) to `rows x n`, `n` the product of the `k`
 //! normalized lengths, with gamma and beta flattened the same way. That one-axis path is itself
-//! checked against exact arithmetic (`tests/accuracy.rs`), so bitwise agreement with it is an
-//! independent check of the `k`-axis path: the merging of the normalized axes, the order of the
-//! elements of a row, the shapes of the statistics and parameter gradients, and layout handling.
+//! checked against exact arithmetic (LayerNorm: `tests/accuracy.rs` and
+//! `tests/backward_accuracy.rs`; RmsNorm: `tests/rms_accuracy.rs`), so bitwise agreement with
+//! it is an independent check of the `k`-axis path: the merging of the normalized axes, the
+//! order of the elements of a row, the shapes of the statistics and parameter gradients, and
+//! layout handling.
 //!
 //! Also pinned down: the shape of the statistics (leading shape, then `k - 1` ones), every layout
 //! (Fortran order, strided leading axes, permuted, stepped and reversed trailing axes, IxDyn,
