@@ -20,14 +20,11 @@
 mod common;
 
 use common::backward_bounds::{backward_errors, layer, run, Batch, Params, Source};
-use common::exact::{Approx, Dyadic, ExactRow, Format};
+use common::exact::{assert_brackets_sqrt, exactly, rat, within, Approx, Dyadic, ExactRow, Format};
 use common::exact_backward::{input_gradient, sum_units, ParamGradients};
 use common::harness::{batch, format, normal, of, offset_row, random_row, wide, Kind};
 use common::tally::{assert_tallies_noted, Tally};
 use ndarray_layernorm::Float;
-use num_bigint::BigInt;
-use num_rational::BigRational;
-use num_traits::Zero;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -148,44 +145,6 @@ fn check_backward<F: Float>(sc: &mut Scenario, rng: &mut StdRng, batch: Batch<F>
 // ----------------------------------------------------------------------------------------------
 // The reference itself.
 
-fn rat(n: i64, d: i64) -> BigRational {
-    BigRational::new(BigInt::from(n), BigInt::from(d))
-}
-
-/// `a` brackets the real number `v` with `v^2 = v2` and the sign `negative`:
-/// `|approx| <= |v| < |approx| + err` (the reference truncates toward zero), and
-/// `err <= 2^-100 |v|`. Checked with squares in exact arithmetic.
-fn assert_brackets_sqrt(a: &Approx, v2: &BigRational, negative: bool) {
-    let approx = a.approx.to_rational();
-    let err = a.err.to_rational();
-    assert_eq!(approx < BigRational::zero(), negative, "sign of {a:?}");
-    let lo = if negative { -approx } else { approx };
-    let hi = &lo + &err;
-    assert!(
-        &lo * &lo <= *v2 && *v2 < &hi * &hi,
-        "{a:?} does not bracket sqrt({v2})"
-    );
-    let bound = Dyadic::pow2(-100).to_rational();
-    assert!(&err * &err <= &bound * &bound * v2, "error bound too large");
-}
-
-/// `|a.approx - v| <= a.err <= 2^-130 max(1, |v|)`.
-fn within(a: &Approx, v: f64) -> bool {
-    let v = Dyadic::from_f64(v);
-    let scale = if v.abs().cmp_value(&Dyadic::pow2(0)).is_gt() {
-        v.abs()
-    } else {
-        Dyadic::pow2(0)
-    };
-    a.approx.sub(&v).abs().cmp_value(&a.err).is_le()
-        && a.err.cmp_value(&scale.mul(&Dyadic::pow2(-130))).is_le()
-}
-
-/// `a` is exactly `v`, and marked exact.
-fn exactly(a: &Approx, v: f64) -> bool {
-    a.is_exact() && a.approx.cmp_value(&Dyadic::from_f64(v)).is_eq()
-}
-
 #[test]
 fn reference_matches_closed_forms() {
     // n = 2, eps = 0: xhat = (-1, 1) and the output is constant (-1, 1), so dx = 0 for any dy
@@ -210,9 +169,9 @@ fn reference_matches_closed_forms() {
     // a = sqrt(3/2); g = dy, mean(g) = 1/3, mean(g xhat) = a/3, so
     // dx = (g - 1/3 - xhat a/3) / s = (1/6, -1/3, 1/6) sqrt(3/2): squares (1/24, 1/6, 1/24).
     let dx = input_gradient(&[1.0, 2.0, 3.0], &[0.0, 0.0, 1.0], None, 0.0);
-    assert_brackets_sqrt(&dx[0], &rat(1, 24), false);
-    assert_brackets_sqrt(&dx[1], &rat(1, 6), true);
-    assert_brackets_sqrt(&dx[2], &rat(1, 24), false);
+    assert_brackets_sqrt(&dx[0], &rat(1, 24), false, 100);
+    assert_brackets_sqrt(&dx[1], &rat(1, 6), true, 100);
+    assert_brackets_sqrt(&dx[2], &rat(1, 24), false, 100);
     // The same with gamma = (5, 7, 2): g = (0, 0, 2), so twice the above.
     let dx = input_gradient(
         &[1.0, 2.0, 3.0],
@@ -220,13 +179,13 @@ fn reference_matches_closed_forms() {
         Some(&[5.0, 7.0, 2.0]),
         0.0,
     );
-    assert_brackets_sqrt(&dx[1], &rat(4, 6), true);
+    assert_brackets_sqrt(&dx[1], &rat(4, 6), true, 100);
     // dgamma = dy xhat = (0, 0, a), dbeta = dy.
     let mut sums = ParamGradients::new(3);
     sums.add_row(&[1.0, 2.0, 3.0], &[0.0, 0.0, 1.0], 0.0);
     let dgamma = sums.gamma();
     assert!(exactly(&dgamma[0], 0.0) && exactly(&dgamma[1], 0.0));
-    assert_brackets_sqrt(&dgamma[2], &rat(3, 2), false);
+    assert_brackets_sqrt(&dgamma[2], &rat(3, 2), false, 100);
     assert!(sums
         .beta()
         .iter()
@@ -239,7 +198,7 @@ fn reference_matches_closed_forms() {
     let dx = input_gradient(&[0.0, 2.0, 4.0, 6.0], &[1.0, 0.0, 0.0, 0.0], None, 3.0);
     for (d, (p, q)) in dx.iter().zip([(15, 4), (-11, 4), (-5, 4), (1, 4)]) {
         let v = rat(p, q) / rat(16, 1);
-        assert_brackets_sqrt(d, &(&v * &v / rat(2, 1)), p < 0);
+        assert_brackets_sqrt(d, &(&v * &v / rat(2, 1)), p < 0, 100);
     }
 
     // Constant rows with eps > 0: dx = (g - mean(g)) / sqrt(eps), exact when that is dyadic;
@@ -255,7 +214,7 @@ fn reference_matches_closed_forms() {
         for (d, g) in dx.iter().zip(dy) {
             let v = rat(((g - 1.0) * 2.0) as i64, 2);
             if g != 1.0 {
-                assert_brackets_sqrt(d, &(&v * &v / rat(2, 1)), g < 1.0);
+                assert_brackets_sqrt(d, &(&v * &v / rat(2, 1)), g < 1.0, 100);
             }
         }
         assert!(input_gradient(&x, &dy, Some(&[2.0; 4]), 0.0)

@@ -24,7 +24,9 @@
 
 mod common;
 
-use common::exact::{forward_units, ulp_units, Approx, Dyadic, Format};
+use common::exact::{
+    assert_brackets_sqrt, exactly, forward_units, rat, ulp_units, within, Dyadic, Format,
+};
 use common::exact_backward::{sum_units, ParamGradients};
 use common::exact_rms::{
     affine_tol, dx_terms, forward_tol, forward_ulps_tol, gradient_ulps_tol, proportional_dy,
@@ -38,8 +40,6 @@ use common::harness::{
 use common::tally::{assert_tallies, Tally};
 use ndarray::{Array1, Array2};
 use ndarray_layernorm::{Float, RmsNorm};
-use num_bigint::BigInt;
-use num_rational::BigRational;
 use num_traits::Signed;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -148,52 +148,14 @@ fn forward_scenario<F: Float>(
 // ----------------------------------------------------------------------------------------------
 // The reference itself.
 
-fn rat(n: i64, d: i64) -> BigRational {
-    BigRational::new(BigInt::from(n), BigInt::from(d))
-}
-
-/// `a` brackets the real number `v` with `v^2 = v2` and the sign `negative`:
-/// `|approx| <= |v| < |approx| + err` (the reference truncates toward zero), with
-/// `err <= 2^-130 |v|`. Checked with squares in exact arithmetic.
-fn assert_brackets_sqrt(a: &Approx, v2: &BigRational, negative: bool) {
-    let approx = a.approx.to_rational();
-    let err = a.err.to_rational();
-    assert_eq!(approx < rat(0, 1), negative, "sign of {a:?}");
-    let lo = if negative { -approx } else { approx };
-    let hi = &lo + &err;
-    assert!(
-        &lo * &lo <= *v2 && *v2 < &hi * &hi,
-        "{a:?} does not bracket sqrt({v2})"
-    );
-    let bound = Dyadic::pow2(-130).to_rational();
-    assert!(&err * &err <= &bound * &bound * v2, "error bound too large");
-}
-
-/// `|a.approx - v| <= a.err <= 2^-130 max(1, |v|)`.
-fn within(a: &Approx, v: f64) -> bool {
-    let v = Dyadic::from_f64(v);
-    let scale = if v.abs().cmp_value(&Dyadic::pow2(0)).is_gt() {
-        v.abs()
-    } else {
-        Dyadic::pow2(0)
-    };
-    a.approx.sub(&v).abs().cmp_value(&a.err).is_le()
-        && a.err.cmp_value(&scale.mul(&Dyadic::pow2(-130))).is_le()
-}
-
-/// `a` is exactly `v`, and marked exact.
-fn exactly(a: &Approx, v: f64) -> bool {
-    a.is_exact() && a.approx.cmp_value(&Dyadic::from_f64(v)).is_eq()
-}
-
 #[test]
 fn reference_matches_closed_forms() {
     // [3, 4], eps 0: ms = 25/2, y = (3, 4) / sqrt(25/2): y^2 = (18/25, 32/25).
     let row = RmsRow::new(&[3.0, 4.0]);
     assert_eq!(row.mean_square(), rat(25, 2));
     let y = row.normalized(0.0);
-    assert_brackets_sqrt(&y[0], &rat(18, 25), false);
-    assert_brackets_sqrt(&y[1], &rat(32, 25), false);
+    assert_brackets_sqrt(&y[0], &rat(18, 25), false, 130);
+    assert_brackets_sqrt(&y[1], &rat(32, 25), false, 130);
 
     // [1, -1, 1, -1] and [-2, 2], eps 0: ms = 1 or 4, y = +-1 exactly; with gamma (3, 0.5):
     // z = (-3, 0.5) exactly.
@@ -217,7 +179,7 @@ fn reference_matches_closed_forms() {
         .iter()
         .zip(1..)
     {
-        assert_brackets_sqrt(a, &(rat(k * k, 1) / &v), false);
+        assert_brackets_sqrt(a, &(rat(k * k, 1) / &v), false, 130);
     }
 
     // One element with eps 0: sign(x), from subnormal to huge; exactly when |x| is a power of
@@ -294,7 +256,12 @@ fn backward_reference_matches_closed_forms() {
     }
     let dx = rms_input_gradient(&[0.0; 3], &dy, None, 2.0); // g / sqrt(2)
     for (d, g) in dx.iter().zip(dy) {
-        assert_brackets_sqrt(d, &(Dyadic::from_f64(g * g / 2.0).to_rational()), g < 0.0);
+        assert_brackets_sqrt(
+            d,
+            &(Dyadic::from_f64(g * g / 2.0).to_rational()),
+            g < 0.0,
+            130,
+        );
     }
     assert!(rms_input_gradient(&[0.0; 3], &dy, None, 0.0)
         .iter()
@@ -304,8 +271,8 @@ fn backward_reference_matches_closed_forms() {
     // numerators (25 - 9, -12) over 2 (25/2)^(3/2) = 125 / sqrt(2): dx = (16, -12) sqrt(2) / 125,
     // squares (512, 288) / 15625.
     let dx = rms_input_gradient(&[3.0, 4.0], &[1.0, 0.0], None, 0.0);
-    assert_brackets_sqrt(&dx[0], &rat(512, 15625), false);
-    assert_brackets_sqrt(&dx[1], &rat(288, 15625), true);
+    assert_brackets_sqrt(&dx[0], &rat(512, 15625), false, 130);
+    assert_brackets_sqrt(&dx[1], &rat(288, 15625), true, 130);
 }
 
 /// `dx` equals central differences of the exact forward reference: with

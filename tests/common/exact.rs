@@ -469,3 +469,45 @@ pub fn spec_var_f64(values: &[f64], mean: &BigRational) -> BigRational {
     });
     sum.to_rational() / BigRational::from(BigInt::from(values.len()))
 }
+
+// ----------------------------------------------------------------------------------------------
+// Checks of the references themselves, shared by the accuracy tests.
+
+/// The exact rational `n / d`.
+pub fn rat(n: i64, d: i64) -> BigRational {
+    BigRational::new(BigInt::from(n), BigInt::from(d))
+}
+
+/// `a` brackets the real number `v` with `v^2 = v2` and the sign `negative`:
+/// `|approx| <= |v| < |approx| + err` (the references truncate toward zero), with
+/// `err <= 2^-bits |v|`. Checked with squares in exact arithmetic.
+pub fn assert_brackets_sqrt(a: &Approx, v2: &BigRational, negative: bool, bits: i64) {
+    let approx = a.approx.to_rational();
+    let err = a.err.to_rational();
+    assert_eq!(approx < BigRational::zero(), negative, "sign of {a:?}");
+    let lo = if negative { -approx } else { approx };
+    let hi = &lo + &err;
+    assert!(
+        &lo * &lo <= *v2 && *v2 < &hi * &hi,
+        "{a:?} does not bracket sqrt({v2})"
+    );
+    let bound = Dyadic::pow2(-bits).to_rational();
+    assert!(&err * &err <= &bound * &bound * v2, "error bound too large");
+}
+
+/// `|a.approx - v| <= a.err <= 2^-130 max(1, |v|)`.
+pub fn within(a: &Approx, v: f64) -> bool {
+    let v = Dyadic::from_f64(v);
+    let scale = if v.abs().cmp_value(&Dyadic::pow2(0)).is_gt() {
+        v.abs()
+    } else {
+        Dyadic::pow2(0)
+    };
+    a.approx.sub(&v).abs().cmp_value(&a.err).is_le()
+        && a.err.cmp_value(&scale.mul(&Dyadic::pow2(-130))).is_le()
+}
+
+/// `a` is exactly `v`, and marked exact.
+pub fn exactly(a: &Approx, v: f64) -> bool {
+    a.is_exact() && a.approx.cmp_value(&Dyadic::from_f64(v)).is_eq()
+}
