@@ -20,7 +20,10 @@
 mod common;
 
 use common::backward_bounds::{backward_errors, layer, run, Batch, Params, Source};
-use common::exact::{assert_brackets_sqrt, exactly, rat, within, Approx, Dyadic, ExactRow, Format};
+use common::exact::{
+    assert_brackets_sqrt, assert_central_differences, exactly, rat, within, Approx, Dyadic,
+    ExactRow, Format,
+};
 use common::exact_backward::{input_gradient, sum_units, ParamGradients};
 use common::harness::{batch, format, normal, of, offset_row, random_row, wide, Kind};
 use common::tally::{assert_tallies_noted, Tally};
@@ -254,7 +257,6 @@ fn reference_matches_closed_forms() {
 #[test]
 fn reference_matches_finite_differences_of_the_forward_reference() {
     let mut rng = StdRng::seed_from_u64(2);
-    let h = 2f64.powi(-30);
     for n in [2, 3, 5, 8, 17] {
         for eps in [0.0, 1e-5, 0.5] {
             let x: Vec<f64> = (0..n)
@@ -273,22 +275,7 @@ fn reference_matches_finite_differences_of_the_forward_reference() {
                     })
             };
             let dx = input_gradient(&x, &dy, Some(&gamma), eps);
-            for j in 0..n {
-                let (mut xp, mut xm) = (x.clone(), x.clone());
-                xp[j] += h;
-                xm[j] -= h;
-                let diff = loss(&xp).sub(&loss(&xm));
-                let fd = Dyadic {
-                    mant: diff.mant,
-                    exp: diff.exp + 29, // / (2h) = * 2^29
-                }
-                .to_f64();
-                let want = dx[j].to_f64();
-                assert!(
-                    (fd - want).abs() <= 1e-9 * want.abs().max(1.0),
-                    "n = {n}, eps = {eps}, j = {j}: fd {fd} vs {want}, x = {x:?}"
-                );
-            }
+            assert_central_differences(&x, &dx, loss, &format!("n = {n}, eps = {eps}"));
         }
     }
 }

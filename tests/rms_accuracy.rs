@@ -25,7 +25,8 @@
 mod common;
 
 use common::exact::{
-    assert_brackets_sqrt, exactly, forward_units, rat, ulp_units, within, Dyadic, Format,
+    assert_brackets_sqrt, assert_central_differences, exactly, forward_units, rat, ulp_units,
+    within, Dyadic, Format,
 };
 use common::exact_backward::{sum_units, ParamGradients};
 use common::exact_rms::{
@@ -281,7 +282,6 @@ fn backward_reference_matches_closed_forms() {
 #[test]
 fn backward_reference_matches_finite_differences_of_the_forward_reference() {
     let mut rng = StdRng::seed_from_u64(2);
-    let h = 2f64.powi(-30);
     for n in [1, 2, 3, 5, 8, 17] {
         for eps in [0.0, 1e-5, 0.5] {
             let x: Vec<f64> = (0..n)
@@ -302,22 +302,7 @@ fn backward_reference_matches_finite_differences_of_the_forward_reference() {
                     })
             };
             let dx = rms_input_gradient(&x, &dy, Some(&gamma), eps);
-            for j in 0..n {
-                let (mut xp, mut xm) = (x.clone(), x.clone());
-                xp[j] += h;
-                xm[j] -= h;
-                let diff = loss(&xp).sub(&loss(&xm));
-                let fd = Dyadic {
-                    mant: diff.mant,
-                    exp: diff.exp + 29, // / (2h) = * 2^29
-                }
-                .to_f64();
-                let want = dx[j].to_f64();
-                assert!(
-                    (fd - want).abs() <= 1e-9 * want.abs().max(1.0),
-                    "n = {n}, eps = {eps}, j = {j}: fd {fd} vs {want}, x = {x:?}"
-                );
-            }
+            assert_central_differences(&x, &dx, loss, &format!("n = {n}, eps = {eps}"));
         }
     }
 }

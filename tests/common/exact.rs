@@ -511,3 +511,32 @@ pub fn within(a: &Approx, v: f64) -> bool {
 pub fn exactly(a: &Approx, v: f64) -> bool {
     a.is_exact() && a.approx.cmp_value(&Dyadic::from_f64(v)).is_eq()
 }
+
+/// The exact gradient `dx` of a row agrees with the central differences of the exact `loss`,
+/// `(loss(x + h e_j) - loss(x - h e_j)) / 2h` with `h = 2^-30` (the differences are exact; only
+/// the final conversion to `f64` rounds), within `1e-9 * max(1, |dx_j|)`: the truncation error of
+/// the difference quotient, `O(h^2)` times the third derivative.
+pub fn assert_central_differences(
+    x: &[f64],
+    dx: &[Approx],
+    loss: impl Fn(&[f64]) -> Dyadic,
+    context: &str,
+) {
+    let h = 2f64.powi(-30);
+    for j in 0..x.len() {
+        let (mut xp, mut xm) = (x.to_vec(), x.to_vec());
+        xp[j] += h;
+        xm[j] -= h;
+        let diff = loss(&xp).sub(&loss(&xm));
+        let fd = Dyadic {
+            mant: diff.mant,
+            exp: diff.exp + 29, // / (2h) = * 2^29
+        }
+        .to_f64();
+        let want = dx[j].to_f64();
+        assert!(
+            (fd - want).abs() <= 1e-9 * want.abs().max(1.0),
+            "{context}, j = {j}: fd {fd} vs {want}, x = {x:?}"
+        );
+    }
+}
