@@ -14,6 +14,8 @@ impl Float for f32 {}
 impl Float for f64 {}
 
 pub(crate) mod private {
+    use crate::kernels::{row_stats_f32, FastStats, RowStats, Simd};
+
     /// Conversions to and from the `f64` working precision. Crate-internal.
     pub trait Sealed: Copy {
         /// The working precision of the backward pass.
@@ -26,6 +28,14 @@ pub(crate) mod private {
         /// rounded to odd towards `hi + lo`, so that a tie in `f32` is decided by `lo` and not
         /// by a second rounding.
         fn narrow_dd(hi: f64, lo: f64) -> Self;
+        /// The statistics of a row from the fast path of this type, where it has one and the
+        /// row meets its bound (`f32`: see `kernels::fast`); `None` sends the row to the exact
+        /// path.
+        fn fast_stats<S: Simd, const CENTER: bool>(x: &[Self], eps: f64) -> Option<FastStats>;
+        /// Whether [`fast_stats`](Self::fast_stats) can return anything.
+        const HAS_FAST: bool;
+        /// The statistics a caller keeps of a row that took the fast path.
+        fn fast_recorded<const CENTER: bool>(s: &FastStats, x: &[Self], eps: f64) -> RowStats;
     }
 
     impl Sealed for f32 {
@@ -53,6 +63,15 @@ pub(crate) mod private {
             }
             v as f32
         }
+        const HAS_FAST: bool = true;
+        #[inline(always)]
+        fn fast_stats<S: Simd, const CENTER: bool>(x: &[Self], eps: f64) -> Option<FastStats> {
+            row_stats_f32::<S, CENTER>(x, eps)
+        }
+        #[inline]
+        fn fast_recorded<const CENTER: bool>(s: &FastStats, x: &[Self], eps: f64) -> RowStats {
+            s.recorded::<CENTER>(x, eps)
+        }
     }
 
     impl Sealed for f64 {
@@ -68,6 +87,16 @@ pub(crate) mod private {
         #[inline(always)]
         fn narrow_dd(hi: f64, _lo: f64) -> Self {
             hi
+        }
+        /// No fast path: `f64` rows need compensated sums to meet their contract.
+        const HAS_FAST: bool = false;
+        #[inline(always)]
+        fn fast_stats<S: Simd, const CENTER: bool>(_: &[Self], _: f64) -> Option<FastStats> {
+            None
+        }
+        #[inline]
+        fn fast_recorded<const CENTER: bool>(_: &FastStats, x: &[Self], eps: f64) -> RowStats {
+            crate::kernels::row_stats::<f64, CENTER>(x, eps)
         }
     }
 }

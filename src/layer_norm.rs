@@ -368,7 +368,8 @@ impl<F: Float> LayerNorm<F> {
         let mut y = Array::zeros(x.raw_dim());
         let mut rows = Array::from_elem(self.core.stats_dim(x), (F::zero(), F::zero()));
         self.core
-            .normalize::<LAYER, _, _>(x, &mut y, &mut rows, |slot, stats| {
+            .normalize::<LAYER, _, _>(x, &mut y, &mut rows, |slot, row| {
+                let stats = row.stats();
                 *slot = (
                     F::narrow_dd(stats.mean, stats.mean_lo),
                     F::narrow(stats.rstd),

@@ -16,7 +16,7 @@ use crate::error::{Error, Param};
 use crate::float::Float;
 use crate::kernels::{
     backward_row, normalize_rows, normalize_rows_inplace, residual_rows, residual_rows_inplace,
-    BackwardScratch, ColumnSums, ParamSums, RowPlan, RowStats,
+    BackwardScratch, ColumnSums, Isa, ParamSums, Row, RowPlan,
 };
 use crate::outputs::Gradients;
 use crate::validate;
@@ -212,13 +212,14 @@ impl<F: Float> Core<F> {
         x: &ArrayRef<F, D>,
         y: &mut ArrayRef<F, D>,
         per_row: &mut ArrayRef<T, D::Smaller>,
-        record: impl Fn(&mut T, &RowStats) + Copy + Sync,
+        record: impl Fn(&mut T, &Row<'_, F, CENTER>) + Copy + Sync,
     ) {
         let (_, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
         let eps = self.epsilon.wide();
+        let isa = Isa::best();
         for_each_row_pair(x, y, self.axes, per_row, |x, y, slots| {
-            normalize_rows::<F, T, CENTER>(x, y, n, eps, gamma, beta, slots, record)
+            normalize_rows::<F, T, CENTER>(isa, x, y, n, eps, gamma, beta, slots, record)
         });
     }
 
@@ -227,13 +228,14 @@ impl<F: Float> Core<F> {
         &self,
         x: &mut ArrayRef<F, D>,
         per_row: &mut ArrayRef<T, D::Smaller>,
-        record: impl Fn(&mut T, &RowStats) + Copy + Sync,
+        record: impl Fn(&mut T, &Row<'_, F, CENTER>) + Copy + Sync,
     ) {
         let (_, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
         let eps = self.epsilon.wide();
+        let isa = Isa::best();
         for_each_row_mut(x, self.axes, per_row, |y, slots| {
-            normalize_rows_inplace::<F, T, CENTER>(y, n, eps, gamma, beta, slots, record)
+            normalize_rows_inplace::<F, T, CENTER>(isa, y, n, eps, gamma, beta, slots, record)
         });
     }
 
@@ -255,7 +257,9 @@ impl<F: Float> Core<F> {
             (&mut h, &mut y),
             self.axes,
             &mut rows,
-            |x, r, h, y, _| residual_rows::<F, CENTER>(x, r, h, y, n, eps, gamma, beta),
+            |x, r, h, y, _| {
+                residual_rows::<F, CENTER>(Isa::best(), x, r, h, y, n, eps, gamma, beta)
+            },
         );
         (h, y)
     }
@@ -271,7 +275,7 @@ impl<F: Float> Core<F> {
         let eps = self.epsilon.wide();
         let mut rows = Array::from_elem(self.stats_dim(x), ());
         for_each_row_mut_pair(x, residual, self.axes, &mut rows, |x, h, _| {
-            residual_rows_inplace::<F, CENTER>(x, h, n, eps, gamma, beta)
+            residual_rows_inplace::<F, CENTER>(Isa::best(), x, h, n, eps, gamma, beta)
         });
     }
 

@@ -295,8 +295,8 @@ impl<F: Float> RmsNorm<F> {
         let mut y = Array::zeros(x.raw_dim());
         let mut rstd = Array::from_elem(self.core.stats_dim(x), F::zero());
         self.core
-            .normalize::<RMS, _, _>(x, &mut y, &mut rstd, |slot, stats| {
-                *slot = F::narrow(stats.rstd)
+            .normalize::<RMS, _, _>(x, &mut y, &mut rstd, |slot, row| {
+                *slot = F::narrow(row.stats().rstd)
             });
         Ok((y, rstd))
     }

@@ -1,22 +1,117 @@
 //! Normalizing rows, and computing their moments.
 //!
-//! Each function here takes a batch of consecutive rows of length `n` and is compiled for
-//! several instruction sets (`multiversion`), picked once at run time. Nothing in the
-//! arithmetic depends on the instruction set: no fused multiply-add, no reassociation, the same
-//! lanes in the same order, so every version returns the same bits.
+//! Each entry point takes a batch of consecutive rows of length `n` and runs, under the
+//! instruction set it is given ([`Isa`]), one row at a time: the row's statistics (the fast
+//! path of `F` where it has one and the row meets its bound, see [`super::fast`], else the
+//! exact compensated path of [`super::moments`]), then the row is written while it is still in
+//! cache. Only `f64` rows of at most [`SHORT`] elements are gathered in batches of [`BATCH`]
+//! rows first, so that their compensated sums vectorize across rows. Nothing in the arithmetic
+//! depends on the instruction set or on which rows share a call, so every version and every
+//! split of the rows gives the same bits.
 
 use multiversion::multiversion;
 
-use super::moments::{row_stats, short_rows_stats, transpose_rows, Plan, RowStats, BATCH};
+use super::fast::FastStats;
+use super::isa::{Isa, Kernel, Simd};
+use super::moments::{row_stats, short_rows_stats, transpose_rows, RowStats, BATCH};
 use super::sum::SHORT;
 use crate::float::Float;
 
+/// How one row is normalized: by the fast path or by the exact one.
+#[derive(Debug, Clone, Copy)]
+enum RowNorm {
+    Fast(FastStats),
+    Exact(RowStats),
+}
+
+impl RowNorm {
+    /// The plan of row `x`: fast where `F` has a fast path and the row meets its bound.
+    #[inline(always)]
+    fn of<S: Simd, F: Float, const CENTER: bool>(x: &[F], eps: f64) -> Self {
+        match F::fast_stats::<S, CENTER>(x, eps) {
+            Some(s) => RowNorm::Fast(s),
+            None => RowNorm::Exact(row_stats::<F, CENTER>(x, eps)),
+        }
+    }
+
+    /// Writes the row (see [`write_row`]).
+    #[inline(always)]
+    fn write<S: Simd, F: Float>(
+        &self,
+        x: Option<&[F]>,
+        y: &mut [F],
+        gamma: Option<&[F]>,
+        beta: Option<&[F]>,
+    ) {
+        match self {
+            RowNorm::Fast(s) => write_row::<S, F>(x, y, |v| s.apply(v), gamma, beta),
+            RowNorm::Exact(s) => write_row::<S, F>(x, y, |v| s.plan.apply(v), gamma, beta),
+        }
+    }
+}
+
+/// One row as the kernels hand it to a caller's `record`: its statistics are computed only
+/// if asked for.
+pub(crate) struct Row<'a, F, const CENTER: bool> {
+    norm: &'a RowNorm,
+    x: &'a [F],
+    eps: f64,
+}
+
+impl<F: Float, const CENTER: bool> Row<'_, F, CENTER> {
+    /// The row's mean and `rstd` (and, from the exact path, its variance), each within the
+    /// rounding that narrowing to `F` adds of the exact value (see [`super::fast`]).
+    #[inline]
+    pub(crate) fn stats(&self) -> RowStats {
+        match self.norm {
+            RowNorm::Fast(s) => F::fast_recorded::<CENTER>(s, self.x, self.eps),
+            RowNorm::Exact(s) => *s,
+        }
+    }
+}
+
+/// Rows planned at a time: one (each row is written while it is in cache), except `f64` rows
+/// of at most [`SHORT`] elements, whose statistics are computed [`BATCH`] rows at a time.
+#[inline(always)]
+fn batch_rows<F: Float>(n: usize) -> usize {
+    if F::HAS_FAST || n > SHORT {
+        1
+    } else {
+        BATCH
+    }
+}
+
+/// The plans of the consecutive rows of length `n > 0` of `x` (at most [`BATCH`] rows, one
+/// element of `out` each).
+#[inline(always)]
+fn plan_rows<S: Simd, F: Float, const CENTER: bool>(
+    x: &[F],
+    n: usize,
+    eps: f64,
+    out: &mut [RowNorm],
+) {
+    debug_assert_eq!(x.len(), n * out.len());
+    if !F::HAS_FAST && n <= SHORT {
+        let mut stats = [RowStats::nan(); BATCH];
+        let stats = &mut stats[..out.len()];
+        short_rows_stats::<F, CENTER>(&transpose_rows(x, n), x, eps, stats);
+        out.iter_mut()
+            .zip(stats.iter())
+            .for_each(|(o, s)| *o = RowNorm::Exact(*s));
+    } else {
+        for (o, row) in out.iter_mut().zip(x.chunks_exact(n)) {
+            *o = RowNorm::of::<S, F, CENTER>(row, eps);
+        }
+    }
+}
+
 /// Normalizes the consecutive rows of length `n` in `x` into `y`, and calls
-/// `record(slot, stats)` with each row's statistics and its element of `slots`. `CENTER`
-/// selects LayerNorm (`true`) or RMSNorm (`false`, no mean: see [`row_stats`]).
-#[multiversion(targets = "simd")]
+/// `record(slot, row)` for each row with its element of `slots` (`row.stats()` gives its
+/// statistics). `CENTER` selects LayerNorm (`true`) or RMSNorm (`false`, no mean).
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) fn normalize_rows<F: Float, T, const CENTER: bool>(
+    isa: Isa,
     x: &[F],
     y: &mut [F],
     n: usize,
@@ -24,49 +119,117 @@ pub(crate) fn normalize_rows<F: Float, T, const CENTER: bool>(
     gamma: Option<&[F]>,
     beta: Option<&[F]>,
     slots: &mut [T],
-    record: impl Fn(&mut T, &RowStats),
+    record: impl Fn(&mut T, &Row<'_, F, CENTER>),
 ) {
     debug_assert_eq!(x.len(), y.len());
-    debug_assert_eq!(x.len(), n * slots.len());
-    if n == 0 {
-        return slots.iter_mut().for_each(|s| record(s, &RowStats::nan()));
-    }
-    let mut rows = y.chunks_exact_mut(n).zip(x.chunks_exact(n)).zip(slots);
-    for_each_stats::<F, CENTER>(x, n, eps, |stats| {
-        let ((y, x), slot) = rows.next().expect("one row per statistics");
-        write_row(Some(x), y, &stats.plan, gamma, beta);
-        record(slot, stats);
-    });
+    let (x, params) = (Some(x), (gamma, beta));
+    isa.run(Normalize::<F, T, _, CENTER> {
+        x,
+        y,
+        n,
+        eps,
+        params,
+        slots,
+        record,
+    })
 }
 
 /// Normalizes the consecutive rows of length `n` in `y` in place (see [`normalize_rows`]).
-#[multiversion(targets = "simd")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) fn normalize_rows_inplace<F: Float, T, const CENTER: bool>(
+    isa: Isa,
     y: &mut [F],
     n: usize,
     eps: f64,
     gamma: Option<&[F]>,
     beta: Option<&[F]>,
     slots: &mut [T],
-    record: impl Fn(&mut T, &RowStats),
+    record: impl Fn(&mut T, &Row<'_, F, CENTER>),
 ) {
-    debug_assert_eq!(y.len(), n * slots.len());
-    if n == 0 {
-        return slots.iter_mut().for_each(|s| record(s, &RowStats::nan()));
-    }
-    // Statistics of a batch of rows first, then the rows are overwritten.
-    for (y, slots) in y.chunks_mut(BATCH * n).zip(slots.chunks_mut(BATCH)) {
-        let mut stats = [RowStats::nan(); BATCH];
-        let stats = &mut stats[..slots.len()];
-        block_stats::<F, CENTER>(y, n, eps, stats);
-        for ((y, slot), stats) in y.chunks_exact_mut(n).zip(slots).zip(stats.iter()) {
-            write_row(None, y, &stats.plan, gamma, beta);
-            record(slot, stats);
+    let params = (gamma, beta);
+    isa.run(Normalize::<F, T, _, CENTER> {
+        x: None,
+        y,
+        n,
+        eps,
+        params,
+        slots,
+        record,
+    })
+}
+
+/// Gamma and beta, each optional.
+type Params<'a, F> = (Option<&'a [F]>, Option<&'a [F]>);
+
+/// The kernel of [`normalize_rows`] (`x` given) and [`normalize_rows_inplace`] (`x` is `y`).
+struct Normalize<'a, F, T, R, const CENTER: bool> {
+    x: Option<&'a [F]>,
+    y: &'a mut [F],
+    n: usize,
+    eps: f64,
+    params: Params<'a, F>,
+    slots: &'a mut [T],
+    record: R,
+}
+
+impl<F: Float, T, R, const CENTER: bool> Kernel for Normalize<'_, F, T, R, CENTER>
+where
+    R: Fn(&mut T, &Row<'_, F, CENTER>),
+{
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        let Normalize {
+            x,
+            y,
+            n,
+            eps,
+            params: (gamma, beta),
+            slots,
+            record,
+        } = self;
+        debug_assert_eq!(y.len(), n * slots.len());
+        if n == 0 {
+            let nan = RowNorm::Exact(RowStats::nan());
+            let row = Row {
+                norm: &nan,
+                x: &[],
+                eps,
+            };
+            return slots.iter_mut().for_each(|s| record(s, &row));
+        }
+        let batch = batch_rows::<F>(n);
+        let mut norms = [RowNorm::Exact(RowStats::nan()); BATCH];
+        for (b, (y, slots)) in y
+            .chunks_mut(batch * n)
+            .zip(slots.chunks_mut(batch))
+            .enumerate()
+        {
+            let x = x.map(|x| &x[b * batch * n..][..y.len()]);
+            // Every plan of the batch is made before any of its rows is overwritten.
+            let norms = &mut norms[..slots.len()];
+            plan_rows::<S, F, CENTER>(x.unwrap_or(y), n, eps, norms);
+            for (r, (slot, norm)) in slots.iter_mut().zip(norms.iter()).enumerate() {
+                let xr = x.map(|x| &x[r * n..][..n]);
+                let yr = &mut y[r * n..][..n];
+                record(
+                    slot,
+                    &Row {
+                        norm,
+                        x: xr.unwrap_or(yr),
+                        eps,
+                    },
+                );
+                norm.write::<S, F>(xr, yr, gamma, beta);
+            }
         }
     }
 }
 
-/// The statistics of the consecutive rows of length `n` in `x`, passed to `record`.
+/// The statistics of the consecutive rows of length `n` in `x` (the exact path), passed to
+/// `record`.
 #[multiversion(targets = "simd")]
 pub(crate) fn rows_moments<F: Float, T>(
     x: &[F],
@@ -78,37 +241,20 @@ pub(crate) fn rows_moments<F: Float, T>(
     if n == 0 {
         return slots.iter_mut().for_each(|s| record(s, &RowStats::nan()));
     }
-    let mut slots = slots.iter_mut();
-    for_each_stats::<F, true>(x, n, 0.0, |stats| {
-        record(slots.next().expect("one slot per row"), stats)
-    });
-}
-
-/// The statistics of up to [`BATCH`] consecutive rows of length `n` (one per element of `out`).
-#[inline(always)]
-fn block_stats<F: Float, const CENTER: bool>(x: &[F], n: usize, eps: f64, out: &mut [RowStats]) {
     if n <= SHORT {
-        short_rows_stats::<F, CENTER>(&transpose_rows(x, n), x, eps, out);
-    } else {
-        for (out, row) in out.iter_mut().zip(x.chunks_exact(n)) {
-            *out = row_stats::<F, CENTER>(row, eps);
+        let mut stats = [RowStats::nan(); BATCH];
+        for (chunk, slots) in x.chunks(BATCH * n).zip(slots.chunks_mut(BATCH)) {
+            let stats = &mut stats[..slots.len()];
+            short_rows_stats::<F, true>(&transpose_rows(chunk, n), chunk, 0.0, stats);
+            slots
+                .iter_mut()
+                .zip(stats.iter())
+                .for_each(|(s, st)| record(s, st));
         }
-    }
-}
-
-/// Calls `f` with the statistics of every row of length `n` of `x`, in order.
-#[inline(always)]
-fn for_each_stats<F: Float, const CENTER: bool>(
-    x: &[F],
-    n: usize,
-    eps: f64,
-    mut f: impl FnMut(&RowStats),
-) {
-    let mut stats = [RowStats::nan(); BATCH];
-    for chunk in x.chunks(BATCH * n) {
-        let stats = &mut stats[..chunk.len() / n];
-        block_stats::<F, CENTER>(chunk, n, eps, stats);
-        stats.iter().for_each(&mut f);
+    } else {
+        for (row, slot) in x.chunks_exact(n).zip(slots) {
+            record(slot, &row_stats::<F, true>(row, 0.0));
+        }
     }
 }
 
@@ -129,9 +275,10 @@ fn residual_chunk_rows<F>(n: usize) -> usize {
 /// `h = x + r` and `y = norm(h)` for the consecutive rows of length `n` of `x` and `r` (see
 /// [`normalize_rows`]), a chunk of rows at a time (`RESIDUAL_CHUNK_BYTES`): each chunk of sums
 /// is normalized while it is in cache.
-#[multiversion(targets = "simd")]
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(crate) fn residual_rows<F: Float, const CENTER: bool>(
+    isa: Isa,
     x: &[F],
     r: &[F],
     h: &mut [F],
@@ -142,20 +289,53 @@ pub(crate) fn residual_rows<F: Float, const CENTER: bool>(
     beta: Option<&[F]>,
 ) {
     debug_assert!(x.len() == r.len() && x.len() == h.len() && x.len() == y.len());
-    if n == 0 {
-        return;
-    }
-    let len = residual_chunk_rows::<F>(n) * n;
-    let chunks = x.chunks(len).zip(r.chunks(len));
-    for ((x, r), (h, y)) in chunks.zip(h.chunks_mut(len).zip(y.chunks_mut(len))) {
-        add(x, r, h);
-        normalize_chunk::<F, CENTER>(h, y, n, eps, gamma, beta);
+    let params = (gamma, beta);
+    isa.run(Residual::<F, CENTER> {
+        inputs: (x, r),
+        outputs: (h, y),
+        n,
+        eps,
+        params,
+    })
+}
+
+/// The kernel of [`residual_rows`].
+struct Residual<'a, F, const CENTER: bool> {
+    inputs: (&'a [F], &'a [F]),
+    outputs: (&'a mut [F], &'a mut [F]),
+    n: usize,
+    eps: f64,
+    params: Params<'a, F>,
+}
+
+impl<F: Float, const CENTER: bool> Kernel for Residual<'_, F, CENTER> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        let Residual {
+            inputs: (x, r),
+            outputs: (h, y),
+            n,
+            eps,
+            params,
+        } = self;
+        if n == 0 {
+            return;
+        }
+        let len = residual_chunk_rows::<F>(n) * n;
+        let chunks = x.chunks(len).zip(r.chunks(len));
+        for ((x, r), (h, y)) in chunks.zip(h.chunks_mut(len).zip(y.chunks_mut(len))) {
+            add(x, r, h);
+            normalize_chunk::<S, F, CENTER>(h, y, n, eps, params);
+        }
     }
 }
 
 /// [`residual_rows`] in place: `r += x`, then `x = norm(r)`.
-#[multiversion(targets = "simd")]
+#[inline]
 pub(crate) fn residual_rows_inplace<F: Float, const CENTER: bool>(
+    isa: Isa,
     x: &mut [F],
     r: &mut [F],
     n: usize,
@@ -164,35 +344,62 @@ pub(crate) fn residual_rows_inplace<F: Float, const CENTER: bool>(
     beta: Option<&[F]>,
 ) {
     debug_assert_eq!(x.len(), r.len());
-    if n == 0 {
-        return;
-    }
-    let len = residual_chunk_rows::<F>(n) * n;
-    for (x, r) in x.chunks_mut(len).zip(r.chunks_mut(len)) {
-        add_assign(x, r);
-        normalize_chunk::<F, CENTER>(r, x, n, eps, gamma, beta);
+    let params = (gamma, beta);
+    isa.run(ResidualInplace::<F, CENTER> {
+        x,
+        r,
+        n,
+        eps,
+        params,
+    })
+}
+
+/// The kernel of [`residual_rows_inplace`].
+struct ResidualInplace<'a, F, const CENTER: bool> {
+    x: &'a mut [F],
+    r: &'a mut [F],
+    n: usize,
+    eps: f64,
+    params: Params<'a, F>,
+}
+
+impl<F: Float, const CENTER: bool> Kernel for ResidualInplace<'_, F, CENTER> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        let ResidualInplace {
+            x,
+            r,
+            n,
+            eps,
+            params,
+        } = self;
+        if n == 0 {
+            return;
+        }
+        let len = residual_chunk_rows::<F>(n) * n;
+        for (x, r) in x.chunks_mut(len).zip(r.chunks_mut(len)) {
+            add_assign(x, r);
+            normalize_chunk::<S, F, CENTER>(r, x, n, eps, params);
+        }
     }
 }
 
-/// Normalizes up to [`BATCH`] rows of `h` into `y`, as [`normalize_rows`] does.
+/// Normalizes the rows of `h` (at most [`BATCH`]) into `y`, as [`normalize_rows`] does.
 #[inline(always)]
-fn normalize_chunk<F: Float, const CENTER: bool>(
+fn normalize_chunk<S: Simd, F: Float, const CENTER: bool>(
     h: &[F],
     y: &mut [F],
     n: usize,
     eps: f64,
-    gamma: Option<&[F]>,
-    beta: Option<&[F]>,
+    (gamma, beta): Params<'_, F>,
 ) {
-    let mut stats = [RowStats::nan(); BATCH];
-    let stats = &mut stats[..h.len() / n];
-    block_stats::<F, CENTER>(h, n, eps, stats);
-    for ((y, h), stats) in y
-        .chunks_exact_mut(n)
-        .zip(h.chunks_exact(n))
-        .zip(stats.iter())
-    {
-        write_row(Some(h), y, &stats.plan, gamma, beta);
+    let mut norms = [RowNorm::Exact(RowStats::nan()); BATCH];
+    let norms = &mut norms[..h.len() / n];
+    plan_rows::<S, F, CENTER>(h, n, eps, norms);
+    for (r, norm) in norms.iter().enumerate() {
+        norm.write::<S, F>(Some(&h[r * n..][..n]), &mut y[r * n..][..n], gamma, beta);
     }
 }
 
@@ -210,17 +417,17 @@ fn add_assign<F: Float>(x: &[F], r: &mut [F]) {
     r.iter_mut().zip(x).for_each(|(r, &x)| *r += x);
 }
 
-/// Writes `y_i = plan(x_i) * gamma_i + beta_i` for every element of a row, reading `x_i` from
+/// Writes `y_i = norm(x_i) * gamma_i + beta_i` for every element of a row, reading `x_i` from
 /// `x`, or from `y` itself (in place) when `x` is `None`.
 ///
 /// All arithmetic is in `f64`, rounded to `F` once per element. The element formula is written
 /// once; the match only selects which slices the loop walks, so that each loop is a plain
 /// element-wise loop that vectorizes.
 #[inline(always)]
-fn write_row<F: Float>(
+fn write_row<S: Simd, F: Float>(
     x: Option<&[F]>,
     y: &mut [F],
-    plan: &Plan,
+    norm: impl Fn(f64) -> f64,
     gamma: Option<&[F]>,
     beta: Option<&[F]>,
 ) {
@@ -228,7 +435,7 @@ fn write_row<F: Float>(
     debug_assert!(x.is_none_or(|x| x.len() == n));
     debug_assert!(gamma.is_none_or(|g| g.len() == n));
     debug_assert!(beta.is_none_or(|b| b.len() == n));
-    let norm = |x: F| plan.apply(x.wide());
+    let norm = |x: F| norm(x.wide());
     let scale = |x: F, g: &F| norm(x) * g.wide();
     let shift = |v: f64, b: &F| F::narrow(v + b.wide());
     match (x, gamma, beta) {

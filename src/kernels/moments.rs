@@ -68,7 +68,7 @@ impl Plan {
 
 /// The statistics of one row, in `f64`, and the plan to normalize it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct RowStats {
+pub struct RowStats {
     /// The mean, correctly rounded.
     pub(crate) mean: f64,
     /// What `mean` leaves out of the exact mean (0 where unknown: only on the rescaling slow
@@ -85,6 +85,15 @@ pub(crate) struct RowStats {
 }
 
 impl RowStats {
+    /// The statistics a caller keeps (mean and `rstd`), from a path that computes no more.
+    pub(crate) fn recorded(mean: f64, rstd: f64) -> Self {
+        RowStats {
+            mean,
+            rstd,
+            ..RowStats::nan()
+        }
+    }
+
     /// The statistics of a row that holds a NaN or an infinity, or has no elements.
     pub(crate) fn nan() -> Self {
         RowStats {

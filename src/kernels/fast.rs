@@ -1,0 +1,202 @@
+//! The fast statistics of an `f32` row: plain `f64` sums of the row shifted by one of its
+//! elements, accepted where an a-posteriori bound shows that they meet the accuracy contract,
+//! and otherwise left to the exact path ([`super::moments::row_stats`]).
+//!
+//! # The method
+//!
+//! With `p = x_0` (LayerNorm; `p = 0` for RMSNorm), one pass computes, in `f64`,
+//! `d_i = x_i - p`, `S1 = sum d_i` and `S2 = sum d_i^2`, element `i` into lane `i % LANES`,
+//! then the lanes in a fixed pairwise tree. Then `m = S1 / n` (the mean is `p + m`),
+//! `q = S2 / n`, `var = q - m^2` (RMSNorm: `var = q`), `v = var + eps`, `rstd = 1 / sqrt(v)`,
+//! and a row is written as `y_i = ((x_i - p) - m) * rstd [* gamma_i] [+ beta_i]` in `f64`,
+//! rounded once to `f32`. Converting `f32` to `f64` is exact, and `f32` values cannot leave the
+//! `f64` range when squared or summed (`|d_i^2| <= 2^257`, and a nonzero `|d_i| >= 2^-149`
+//! squares to at least `2^-298`), so no rescaling is ever needed here.
+//!
+//! # The bound
+//!
+//! Let `u = 2^-53` and `h = ceil(n / LANES) + log2(LANES)`, the largest number of additions any
+//! term goes through (its lane, then the tree). Each computed quantity below is written with a
+//! hat; `gamma_k = k u / (1 - k u)`.
+//!
+//! 1. `|d^_i - d_i| <= u |d_i|` and `fl(d^_i^2) = d_i^2 (1 + t)` with `|t| <= gamma_3`.
+//! 2. Sums in any fixed tree of depth `h` (Higham, *Accuracy and Stability of Numerical
+//!    Algorithms*, 2nd ed., eq. 4.4): `|S2^ - S2| <= gamma_(h+3) S2`, and
+//!    `|S1^ - S1| <= gamma_(h+1) sum |d_i| <= gamma_(h+1) sqrt(n S2)` (Cauchy-Schwarz).
+//! 3. `q = S2 / n`: `|q^ - q| <= gamma_(h+4) q`. Since `m^2 <= q` (Cauchy-Schwarz again),
+//!    `|m^ - m| <= gamma_(h+2) sqrt(q) =: E_m`, and
+//!    `|fl(m^ m^) - m^2| <= (2 + gamma) E_m sqrt(q) + u m^2 <= (2 gamma_(h+2) + 2u) q`.
+//! 4. `var^ = fl(q^ - fl(m^2))` and `v^ = fl(var^ + eps)` add `u |var^| + u |v^|`.
+//!
+//! Altogether `|v^ - (var + eps)| <= C q + 2.1 u |v^|` with `C = 1.01 (3h + 10) u` (the factor
+//! 1.01 covers `gamma_k` against `k u` and the products of `(1 + u)` factors for any
+//! `h < 2^40`). The fast path is taken only where
+//!
+//! ```text
+//! C q^ <= TOL v^,   TOL = 2^-30,   0 < v^ < inf,
+//! ```
+//!
+//! all false for a NaN or an infinity, so that such rows, constant rows with `eps = 0`, rows
+//! whose pivot lies so far from the mean that `q >> var` (`q / var = 1 + (mean - p)^2 / var`),
+//! and rows so long that `C > TOL` (about `n > 4.4e7`) take the exact path. Where it is taken:
+//!
+//! * `v^` is within `(TOL + 2.1 u)` of `var + eps`, relative, so `rstd` (one more rounding for
+//!   the square root and one for the reciprocal) is within `TOL / 2 + 4 u < 2^-30`, relative;
+//! * the shift of every output by the error of the mean is
+//!   `E_m rstd <= 1.02 (h + 3) u sqrt(q / v) <= 1.02 (h + 3) u sqrt(TOL / C)`, below `2^-31`
+//!   for every `h <= 2^20` (rows up to 16 million elements);
+//! * `d^_i` and the subtraction of `m^` round by `u |x_i - p|` and `u |y_i|`, where
+//!   `|x_i - p| rstd <= |y_i| + sqrt(q / v) <= |y_i| + 2^12`: below `2^-40 max(1, |y_i|)`;
+//! * gamma and beta add one rounding each in `f64`.
+//!
+//! So each output before its rounding to `f32` is within `2^-29 max(1, |y_i|)` (times
+//! `|gamma_i|`, plus `u |beta_i|`) of the exact value: after the rounding, within
+//! `0.5 + 2^-6` units of `f32::EPSILON * max(1, |y_i|)`, against the contract's 1 unit.
+//!
+//! The per-row statistics that a caller keeps (`forward_with_stats`) are rounded to `f32`
+//! only where the rounding is certain: the exact mean and `rstd` lie within the error bounds
+//! above of the `f64` values, and if both ends of that interval round to the same `f32`, so
+//! does the exact value. Otherwise they come from the exact path. Either way they are the
+//! correctly rounded mean and `rstd` (up to the exact path's own `2^-50`), so saved statistics
+//! are as accurate as before.
+
+use super::isa::Simd;
+use super::moments::{row_stats, RowStats};
+
+/// Independent accumulators of each sum: element `i` of a row goes to lane `i % LANES`.
+pub(crate) const LANES: usize = 16;
+/// `log2(LANES)`: the depth of the tree that merges the lanes.
+const TREE: usize = 4;
+/// `u = 2^-53`, the unit roundoff of `f64`.
+const U: f64 = f64::EPSILON / 2.0;
+/// The relative error of `var + eps` the fast path accepts: `2^-30`.
+const TOL: f64 = 1.0 / (1u64 << 30) as f64;
+
+/// The statistics of an `f32` row from the fast path: `y_i = ((x_i - pivot) - shift) * rstd`.
+#[derive(Debug, Clone, Copy)]
+pub struct FastStats {
+    pivot: f64,
+    shift: f64,
+    rstd: f64,
+    /// `S2 / n`, for the error bound of the mean.
+    q: f64,
+    /// The depth `h` of the sums.
+    depth: f64,
+}
+
+impl FastStats {
+    /// The normalized value of one element (widened to `f64`), before gamma and beta.
+    #[inline(always)]
+    pub(crate) fn apply(&self, x: f64) -> f64 {
+        ((x - self.pivot) - self.shift) * self.rstd
+    }
+
+    /// The statistics a caller keeps: the mean and `rstd` rounded to `f32` where that
+    /// rounding is certain (see the module doc), else those of the exact path.
+    #[cold]
+    pub(crate) fn recorded<const CENTER: bool>(&self, x: &[f32], eps: f64) -> RowStats {
+        let mean = self.pivot + self.shift;
+        let mean_err = 1.02 * (self.depth + 3.0) * U * self.q.sqrt() + 1.01 * U * mean.abs();
+        let rstd_err = TOL * self.rstd;
+        let certain = |v: f64, e: f64| ((v - e) as f32) == ((v + e) as f32);
+        if (!CENTER || certain(mean, mean_err)) && certain(self.rstd, rstd_err) {
+            let mean = if CENTER { f64::from(mean as f32) } else { 0.0 };
+            let rstd = f64::from(self.rstd as f32);
+            return RowStats::recorded(mean, rstd);
+        }
+        row_stats::<f32, CENTER>(x, eps)
+    }
+}
+
+/// Merges the lanes in a fixed pairwise tree: lane `j + w` into lane `j`, `w = 8, 4, 2, 1`.
+#[inline(always)]
+fn tree(mut s: [f64; LANES]) -> f64 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for j in 0..w {
+            s[j] += s[j + w];
+        }
+        w /= 2;
+    }
+    s[0]
+}
+
+/// The fast statistics of a row with epsilon `eps` (finite, `>= 0`), or `None` where the bound
+/// of the module doc does not hold (the row then takes the exact path). `CENTER == false`:
+/// RMSNorm, no mean.
+#[inline(always)]
+pub(crate) fn row_stats_f32<S: Simd, const CENTER: bool>(x: &[f32], eps: f64) -> Option<FastStats> {
+    let n = x.len();
+    let first = *x.first()?;
+    let p = if CENTER { f64::from(first) } else { 0.0 };
+    let mut s1 = [0.0f64; LANES];
+    let mut s2 = [0.0f64; LANES];
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    S::lane_sums::<CENTER>(chunks, p, &mut s1, &mut s2);
+    for (j, &v) in tail.iter().enumerate() {
+        let d = f64::from(v) - p;
+        if CENTER {
+            s1[j] += d;
+        }
+        s2[j] += d * d;
+    }
+    let nf = n as f64;
+    let q = tree(s2) / nf;
+    let (m, var) = if CENTER {
+        let m = tree(s1) / nf;
+        (m, q - m * m)
+    } else {
+        (0.0, q)
+    };
+    let v = var + eps;
+    let depth = (n.div_ceil(LANES) + TREE) as f64;
+    let c = 1.01 * (3.0 * depth + 10.0) * U;
+    // Written so that a NaN anywhere fails the test; an infinity makes `v` infinite or NaN.
+    if !(c * q <= TOL * v && v > 0.0 && v < f64::INFINITY) {
+        return None;
+    }
+    Some(FastStats {
+        pivot: p,
+        shift: m,
+        rstd: 1.0 / v.sqrt(),
+        q,
+        depth,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::isa::Baseline;
+    use super::*;
+
+    #[test]
+    fn the_tolerance_is_two_to_the_minus_thirty() {
+        assert_eq!(TOL, 2f64.powi(-30));
+        assert_eq!(1 << TREE, LANES);
+    }
+
+    #[test]
+    fn rows_outside_the_bound_are_refused() {
+        // NaN and infinity.
+        assert!(row_stats_f32::<Baseline, true>(&[1.0, f32::NAN, 2.0], 0.0).is_none());
+        assert!(row_stats_f32::<Baseline, false>(&[1.0, f32::INFINITY], 1e-5).is_none());
+        // A constant row with eps = 0: v = 0.
+        assert!(row_stats_f32::<Baseline, true>(&[3.5; 40], 0.0).is_none());
+        assert!(row_stats_f32::<Baseline, false>(&[0.0; 40], 0.0).is_none());
+        // An empty row.
+        assert!(row_stats_f32::<Baseline, true>(&[], 1e-5).is_none());
+        // A pivot far from the mean of a long row: q / var ~ n.
+        let mut x = vec![0.0f32; 1 << 16];
+        x[0] = 1.0;
+        assert!(row_stats_f32::<Baseline, true>(&x, 0.0).is_none());
+        // The same row with its outlier elsewhere is accepted (q / var ~ 1).
+        x.swap(0, 5);
+        assert!(row_stats_f32::<Baseline, true>(&x, 0.0).is_some());
+    }
+
+    #[test]
+    fn constant_rows_with_eps_normalize_to_exact_zeros() {
+        let s = row_stats_f32::<Baseline, true>(&[1e6 + 0.5; 33], 1e-5).expect("fast path");
+        assert_eq!(s.apply(f64::from(1e6f32 + 0.5)).to_bits(), 0.0f64.to_bits());
+    }
+}
