@@ -3,12 +3,14 @@
 //! Every array is first seen as a 2-D view of `rows x n` (the leading axes merged, which costs
 //! nothing for every layout whose leading axes can be merged: standard, transposed 2-D,
 //! stepped, reversed; others are copied once into standard layout). Rows are then handed to the
-//! kernels in blocks of [`ROW_BLOCK`] consecutive rows, as one contiguous slice: the block
-//! itself where it is contiguous in memory, or else a copy gathered in logical order into a
-//! scratch buffer that is reused from block to block (and copied back when it is written).
-//! Every path runs the same kernel on the same values in the same order, so the results are
-//! bitwise identical for every layout, and, because the blocks are fixed, for every number of
-//! threads (see [`crate::parallel`]).
+//! kernels in blocks of consecutive rows, as one contiguous slice: the block itself where it is
+//! contiguous in memory, or else a copy gathered in logical order into a scratch buffer that is
+//! reused from block to block (and copied back when it is written). The forward passes use
+//! blocks of about [`FORWARD_BLOCK_BYTES`] (their rows are independent, so the blocks decide
+//! only which thread writes a row); the backward pass and `moments` use blocks of
+//! [`ROW_BLOCK`] rows, whose per-block results are reduced in block order. Every path runs the
+//! same kernel on the same values in the same order, so the results are bitwise identical for
+//! every layout and every number of threads (see [`crate::parallel`]).
 
 use ndarray::{
     ArrayBase, ArrayRef, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, CowArray, Dimension, Ix2,
@@ -18,9 +20,21 @@ use num_traits::Zero;
 
 use crate::parallel;
 
-/// Rows per block: the unit of work for a thread, and the unit of the fixed-order reduction of
-/// the parameter gradients.
+/// Rows per block of the backward pass and of `moments`: the unit of work for a thread, and
+/// the unit of the fixed-order reduction of the parameter gradients.
 pub(crate) const ROW_BLOCK: usize = 64;
+
+/// Bytes of input per block of the forward passes, whose rows are independent of each other:
+/// enough that handing a block to a thread costs little next to its work (short rows), small
+/// enough that a gathered copy of a non-contiguous block stays in the L2 cache and that there
+/// are many blocks to share between threads.
+const FORWARD_BLOCK_BYTES: usize = 1 << 16;
+
+/// Rows per block of the forward passes, for rows of `n` elements of `F`: at least one. The
+/// blocks decide only which thread normalizes a row, never its bits.
+pub(crate) fn forward_block_rows<F>(n: usize) -> usize {
+    (FORWARD_BLOCK_BYTES / (n * std::mem::size_of::<F>()).max(1)).max(1)
+}
 
 /// Scratch buffers of one thread, reused from block to block.
 pub(crate) struct Scratch<F> {
@@ -232,6 +246,7 @@ pub(crate) fn for_each_row_pair<F, T, D, E>(
     D: Dimension,
     E: Dimension,
 {
+    let block = forward_block_rows::<F>(rows_by_len(x.shape(), axes).1);
     debug_assert_eq!(x.shape(), y.shape());
     if rows_view_mut(y, axes).is_none() {
         // An output whose axes cannot be merged: compute into standard layout first.
@@ -244,9 +259,9 @@ pub(crate) fn for_each_row_pair<F, T, D, E>(
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         x2.len(),
-        x2.axis_chunks_iter(Axis(0), ROW_BLOCK)
-            .zip(y2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
-            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        x2.axis_chunks_iter(Axis(0), block)
+            .zip(y2.axis_chunks_iter_mut(Axis(0), block))
+            .zip(slots.axis_chunks_iter_mut(Axis(0), block)),
         |scratch: &mut Scratch<F>, ((xb, yb), mut sb): BlockPair<'_, F, T>| {
             let slots = sb.as_slice_mut().expect("standard layout");
             let xs = block_slice(xb, &mut scratch.a);
@@ -275,6 +290,7 @@ pub(crate) fn for_each_row_quad<F, T, D, E>(
     D: Dimension,
     E: Dimension,
 {
+    let block = forward_block_rows::<F>(rows_by_len(x.shape(), axes).1);
     debug_assert!(x.shape() == r.shape() && x.shape() == h.shape() && x.shape() == y.shape());
     let (x2, r2) = (rows_of(x, axes), rows_of(r, axes));
     let mut h2 = rows_view_mut(h, axes).expect("h is created in standard layout");
@@ -282,11 +298,11 @@ pub(crate) fn for_each_row_quad<F, T, D, E>(
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         x2.len(),
-        x2.axis_chunks_iter(Axis(0), ROW_BLOCK)
-            .zip(r2.axis_chunks_iter(Axis(0), ROW_BLOCK))
-            .zip(h2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
-            .zip(y2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
-            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        x2.axis_chunks_iter(Axis(0), block)
+            .zip(r2.axis_chunks_iter(Axis(0), block))
+            .zip(h2.axis_chunks_iter_mut(Axis(0), block))
+            .zip(y2.axis_chunks_iter_mut(Axis(0), block))
+            .zip(slots.axis_chunks_iter_mut(Axis(0), block)),
         |scratch: &mut Scratch<F>, ((((xb, rb), mut hb), mut yb), mut sb): BlockQuad<'_, F, T>| {
             let slots = sb.as_slice_mut().expect("standard layout");
             let hs = hb.as_slice_mut().expect("h is created in standard layout");
@@ -319,6 +335,7 @@ pub(crate) fn for_each_row_mut<F, T, D, E>(
     D: Dimension,
     E: Dimension,
 {
+    let block = forward_block_rows::<F>(rows_by_len(y.shape(), axes).1);
     if rows_view_mut(y, axes).is_none() {
         let mut tmp = y.as_standard_layout().into_owned();
         for_each_row_mut(&mut tmp, axes, per_row, f);
@@ -328,8 +345,8 @@ pub(crate) fn for_each_row_mut<F, T, D, E>(
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         y2.len(),
-        y2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
-            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        y2.axis_chunks_iter_mut(Axis(0), block)
+            .zip(slots.axis_chunks_iter_mut(Axis(0), block)),
         |scratch: &mut Scratch<F>, (yb, mut sb): (ArrayViewMut2<F>, ArrayViewMut1<T>)| {
             let slots = sb.as_slice_mut().expect("standard layout");
             with_block_mut(yb, &mut scratch.out, |ys| f(ys, slots));
@@ -351,6 +368,7 @@ pub(crate) fn for_each_row_mut_pair<F, T, D, E>(
     D: Dimension,
     E: Dimension,
 {
+    let block = forward_block_rows::<F>(rows_by_len(x.shape(), axes).1);
     debug_assert_eq!(x.shape(), r.shape());
     if rows_view_mut(x, axes).is_none() || rows_view_mut(r, axes).is_none() {
         let mut xt = x.as_standard_layout().into_owned();
@@ -364,9 +382,9 @@ pub(crate) fn for_each_row_mut_pair<F, T, D, E>(
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         x2.len(),
-        x2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
-            .zip(r2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
-            .zip(slots.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)),
+        x2.axis_chunks_iter_mut(Axis(0), block)
+            .zip(r2.axis_chunks_iter_mut(Axis(0), block))
+            .zip(slots.axis_chunks_iter_mut(Axis(0), block)),
         |scratch: &mut Scratch<F>, ((xb, rb), mut sb): BlockMutPair<'_, F, T>| {
             let slots = sb.as_slice_mut().expect("standard layout");
             let Scratch { a, out, .. } = scratch;

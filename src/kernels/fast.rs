@@ -6,7 +6,8 @@
 //!
 //! With `p = x_0` (LayerNorm; `p = 0` for RMSNorm), one pass computes, in `f64`,
 //! `d_i = x_i - p`, `S1 = sum d_i` and `S2 = sum d_i^2`, element `i` into lane `i % LANES`,
-//! then the lanes in a fixed pairwise tree. Then `m = S1 / n` (the mean is `p + m`),
+//! then the lanes in a fixed pairwise tree (rows shorter than `LANES`: one accumulator, in
+//! order). Then `m = S1 / n` (the mean is `p + m`),
 //! `q = S2 / n`, `var = q - m^2` (RMSNorm: `var = q`), `v = var + eps`, `rstd = 1 / sqrt(v)`,
 //! and a row is written as `y_i = ((x_i - p) - m) * rstd [* gamma_i] [+ beta_i]` in `f64`,
 //! rounded once to `f32`. Converting `f32` to `f64` is exact, and `f32` values cannot leave the
@@ -16,7 +17,7 @@
 //! # The bound
 //!
 //! Let `u = 2^-53` and `h = ceil(n / LANES) + log2(LANES)`, the largest number of additions any
-//! term goes through (its lane, then the tree). Each computed quantity below is written with a
+//! term goes through (its lane, then the tree; `h = n` for rows shorter than `LANES`). Each computed quantity below is written with a
 //! hat; `gamma_k = k u / (1 - k u)`.
 //!
 //! 1. `|d^_i - d_i| <= u |d_i|` and `fl(d^_i^2) = d_i^2 (1 + t)` with `|t| <= gamma_3`.
@@ -91,6 +92,12 @@ impl FastStats {
         ((x - self.pivot) - self.shift) * self.rstd
     }
 
+    /// `(pivot, shift, rstd)`: the row is written as `((x - pivot) - shift) * rstd`.
+    #[inline(always)]
+    pub(crate) fn parts(&self) -> (f64, f64, f64) {
+        (self.pivot, self.shift, self.rstd)
+    }
+
     /// The statistics a caller keeps: the mean and `rstd` rounded to `f32` where that
     /// rounding is certain (see the module doc), else those of the exact path.
     #[cold]
@@ -129,32 +136,128 @@ pub(crate) fn row_stats_f32<S: Simd, const CENTER: bool>(x: &[f32], eps: f64) ->
     let n = x.len();
     let first = *x.first()?;
     let p = if CENTER { f64::from(first) } else { 0.0 };
-    let mut s1 = [0.0f64; LANES];
-    let mut s2 = [0.0f64; LANES];
-    let (chunks, tail) = x.as_chunks::<LANES>();
-    S::lane_sums::<CENTER>(chunks, p, &mut s1, &mut s2);
-    for (j, &v) in tail.iter().enumerate() {
-        let d = f64::from(v) - p;
-        if CENTER {
-            s1[j] += d;
+    let (s1, s2, depth) = if n < LANES {
+        // Short rows: one accumulator each, in order.
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for &v in x {
+            let d = f64::from(v) - p;
+            if CENTER {
+                s1 += d;
+            }
+            s2 += d * d;
         }
-        s2[j] += d * d;
+        (s1, s2, n)
+    } else {
+        let mut s1 = [0.0f64; LANES];
+        let mut s2 = [0.0f64; LANES];
+        let (chunks, tail) = x.as_chunks::<LANES>();
+        S::lane_sums::<CENTER>(chunks, p, &mut s1, &mut s2);
+        for (j, &v) in tail.iter().enumerate() {
+            let d = f64::from(v) - p;
+            if CENTER {
+                s1[j] += d;
+            }
+            s2[j] += d * d;
+        }
+        (tree(s1), tree(s2), n.div_ceil(LANES) + TREE)
+    };
+    finish::<CENTER>(p, s1, s2, n, depth, eps)
+}
+
+/// Rows of a group of [`short_group_stats`].
+pub(crate) const GROUP: usize = 8;
+
+/// The fast statistics of [`GROUP`] consecutive rows of `n < LANES` elements each (`x` holds
+/// `GROUP * n` values), computed across the rows at once, lane `r` for row `r`, with exactly
+/// the operations of [`row_stats_f32`] on each row, so that every row gets the bits it gets
+/// alone. `F` is `f32` (the caller checks `F::HAS_FAST`); values are widened with `wide`.
+#[inline(always)]
+pub(crate) fn short_group_stats<F: crate::float::Float, const CENTER: bool>(
+    x: &[F],
+    n: usize,
+    eps: f64,
+) -> [Option<FastStats>; GROUP] {
+    debug_assert!(n > 0 && n < LANES && x.len() == GROUP * n);
+    let mut xt = [[0.0f64; GROUP]; LANES];
+    for (r, row) in x.chunks_exact(n).enumerate() {
+        for (col, v) in xt.iter_mut().zip(row) {
+            col[r] = v.wide();
+        }
     }
+    let p: [f64; GROUP] = if CENTER { xt[0] } else { [0.0; GROUP] };
+    let (mut s1, mut s2) = ([0.0f64; GROUP], [0.0f64; GROUP]);
+    for col in &xt[..n] {
+        for r in 0..GROUP {
+            let d = col[r] - p[r];
+            if CENTER {
+                s1[r] += d;
+            }
+            s2[r] += d * d;
+        }
+    }
+    // The operations of `finish`, lane by lane, so that they vectorize.
     let nf = n as f64;
-    let q = tree(s2) / nf;
+    let c = bound_factor(n);
+    let (mut q, mut m, mut v, mut rstd) = ([0.0; GROUP], [0.0; GROUP], [0.0; GROUP], [0.0; GROUP]);
+    for r in 0..GROUP {
+        q[r] = s2[r] / nf;
+        let var = if CENTER {
+            m[r] = s1[r] / nf;
+            q[r] - m[r] * m[r]
+        } else {
+            q[r]
+        };
+        v[r] = var + eps;
+        rstd[r] = 1.0 / v[r].sqrt();
+    }
+    std::array::from_fn(|r| {
+        accepted(c, q[r], v[r]).then_some(FastStats {
+            pivot: p[r],
+            shift: m[r],
+            rstd: rstd[r],
+            q: q[r],
+            depth: n as f64,
+        })
+    })
+}
+
+/// `C = 1.01 (3h + 10) u` for sums of depth `h` (see the module doc).
+#[inline(always)]
+fn bound_factor(depth: usize) -> f64 {
+    1.01 * (3.0 * depth as f64 + 10.0) * U
+}
+
+/// Whether the fast statistics meet the bound: `C q <= TOL v` and `0 < v < inf`, written so
+/// that a NaN anywhere fails (an infinity in the row makes `v` infinite or NaN).
+#[inline(always)]
+fn accepted(c: f64, q: f64, v: f64) -> bool {
+    c * q <= TOL * v && v > 0.0 && v < f64::INFINITY
+}
+
+/// The statistics from the sums `S1`, `S2` of a row of `n > 0` elements shifted by `p`,
+/// computed in a tree of depth `depth`, or `None` where the bound does not hold.
+#[inline(always)]
+fn finish<const CENTER: bool>(
+    p: f64,
+    s1: f64,
+    s2: f64,
+    n: usize,
+    depth: usize,
+    eps: f64,
+) -> Option<FastStats> {
+    let nf = n as f64;
+    let q = s2 / nf;
     let (m, var) = if CENTER {
-        let m = tree(s1) / nf;
+        let m = s1 / nf;
         (m, q - m * m)
     } else {
         (0.0, q)
     };
     let v = var + eps;
-    let depth = (n.div_ceil(LANES) + TREE) as f64;
-    let c = 1.01 * (3.0 * depth + 10.0) * U;
-    // Written so that a NaN anywhere fails the test; an infinity makes `v` infinite or NaN.
-    if !(c * q <= TOL * v && v > 0.0 && v < f64::INFINITY) {
+    if !accepted(bound_factor(depth), q, v) {
         return None;
     }
+    let depth = depth as f64;
     Some(FastStats {
         pivot: p,
         shift: m,

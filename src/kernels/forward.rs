@@ -11,7 +11,7 @@
 
 use multiversion::multiversion;
 
-use super::fast::FastStats;
+use super::fast::{short_group_stats, FastStats, GROUP, LANES};
 use super::isa::{Isa, Kernel, Simd};
 use super::moments::{row_stats, short_rows_stats, transpose_rows, RowStats, BATCH};
 use super::sum::SHORT;
@@ -202,6 +202,38 @@ where
         }
         let batch = batch_rows::<F>(n);
         let mut norms = [RowNorm::Exact(RowStats::nan()); BATCH];
+        let mut start = 0;
+        if F::HAS_FAST && n < LANES {
+            // Short rows: groups of GROUP rows at once, where every row of the group meets the
+            // bound (the others, and the rows after the last group, go on below).
+            let mut flat = FlatParams::new(n, gamma, beta);
+            while start + GROUP <= slots.len() {
+                let (lo, hi) = (start * n, (start + GROUP) * n);
+                let src = x.map_or(&y[lo..hi], |x| &x[lo..hi]);
+                let stats = short_group_stats::<F, CENTER>(src, n, eps);
+                if stats.iter().any(Option::is_none) {
+                    break;
+                }
+                let stats = stats.map(|s| s.expect("checked above"));
+                for (r, s) in stats.iter().enumerate() {
+                    let row = lo + r * n..lo + (r + 1) * n;
+                    let xr = x.map_or(&y[row.clone()], |x| &x[row]);
+                    let norm = RowNorm::Fast(*s);
+                    record(
+                        &mut slots[start + r],
+                        &Row {
+                            norm: &norm,
+                            x: xr,
+                            eps,
+                        },
+                    );
+                }
+                flat.write_group::<S, F>(x.map(|x| &x[lo..hi]), &mut y[lo..hi], &stats);
+                start += GROUP;
+            }
+        }
+        let x = x.map(|x| &x[start * n..]);
+        let (y, slots) = (&mut y[start * n..], &mut slots[start..]);
         for (b, (y, slots)) in y
             .chunks_mut(batch * n)
             .zip(slots.chunks_mut(batch))
@@ -224,6 +256,71 @@ where
                 );
                 norm.write::<S, F>(xr, yr, gamma, beta);
             }
+        }
+    }
+}
+
+/// Gamma and beta repeated over a group of [`GROUP`] short rows, widened, and the per-element
+/// statistics of the group: the rows of a group are written as one flat loop, which
+/// vectorizes where a loop over five elements would not.
+struct FlatParams {
+    n: usize,
+    gamma: Option<[f64; GROUP * LANES]>,
+    beta: Option<[f64; GROUP * LANES]>,
+    pivot: [f64; GROUP * LANES],
+    shift: [f64; GROUP * LANES],
+    rstd: [f64; GROUP * LANES],
+}
+
+impl FlatParams {
+    /// For rows of `n < LANES` elements.
+    #[inline(always)]
+    fn new<F: Float>(n: usize, gamma: Option<&[F]>, beta: Option<&[F]>) -> Self {
+        let repeat = |p: &[F]| std::array::from_fn(|k| p[k % n].wide());
+        FlatParams {
+            n,
+            gamma: gamma.map(repeat),
+            beta: beta.map(repeat),
+            pivot: [0.0; GROUP * LANES],
+            shift: [0.0; GROUP * LANES],
+            rstd: [0.0; GROUP * LANES],
+        }
+    }
+
+    /// Writes the rows of a group with their fast statistics: for each element, exactly the
+    /// operations of [`RowNorm::write`] on its row.
+    #[inline(always)]
+    fn write_group<S: Simd, F: Float>(
+        &mut self,
+        x: Option<&[F]>,
+        y: &mut [F],
+        stats: &[FastStats; GROUP],
+    ) {
+        let n = self.n;
+        for (r, s) in stats.iter().enumerate() {
+            let (p, m, rstd) = s.parts();
+            self.pivot[r * n..(r + 1) * n].fill(p);
+            self.shift[r * n..(r + 1) * n].fill(m);
+            self.rstd[r * n..(r + 1) * n].fill(rstd);
+        }
+        let len = GROUP * n;
+        let (p, m, rs) = (&self.pivot[..len], &self.shift[..len], &self.rstd[..len]);
+        let (g, b) = (self.gamma.as_ref(), self.beta.as_ref());
+        let value = |k: usize, v: F| {
+            let t = ((v.wide() - p[k]) - m[k]) * rs[k];
+            let t = g.map_or(t, |g| t * g[k]);
+            F::narrow(b.map_or(t, |b| t + b[k]))
+        };
+        match x {
+            Some(x) => y
+                .iter_mut()
+                .zip(x)
+                .enumerate()
+                .for_each(|(k, (y, &v))| *y = value(k, v)),
+            None => y
+                .iter_mut()
+                .enumerate()
+                .for_each(|(k, y)| *y = value(k, *y)),
         }
     }
 }
