@@ -44,6 +44,9 @@ pub(crate) fn exponent(v: f64) -> i32 {
 pub(crate) struct Plan {
     scale: f64,
     shift: f64,
+    /// What `shift` leaves out of the mean, subtracted too (`f32` rows: their mean's low part
+    /// can be the whole of a small output; 0 for `f64`, whose bits it would move).
+    shift_lo: f64,
     den: f64,
     post: f64,
 }
@@ -52,7 +55,7 @@ impl Plan {
     /// The normalized value of one element, before gamma and beta.
     #[inline(always)]
     pub(crate) fn apply(&self, x: f64) -> f64 {
-        ((x * self.scale - self.shift) / self.den) * self.post
+        (((x * self.scale - self.shift) - self.shift_lo) / self.den) * self.post
     }
 
     /// The plan of a row whose outputs are all NaN.
@@ -60,6 +63,7 @@ impl Plan {
         Plan {
             scale: f64::NAN,
             shift: f64::NAN,
+            shift_lo: 0.0,
             den: 1.0,
             post: 1.0,
         }
@@ -135,7 +139,8 @@ pub(crate) fn row_stats<F: Float, const CENTER: bool>(x: &[F], eps: f64) -> RowS
         d * d
     });
     if (TINY..=HUGE).contains(&sq_hi) {
-        return fast_stats((mean, mean_lo), sq_hi, sq_lo, n, eps);
+        let shift_lo = if F::HAS_FAST { mean_lo } else { 0.0 };
+        return fast_stats((mean, mean_lo), shift_lo, sq_hi, sq_lo, n, eps);
     }
     scaled_row_stats::<F, CENTER>(x, mean, eps)
 }
@@ -154,7 +159,14 @@ pub(crate) fn sqrt_sum(var: f64, eps: f64) -> f64 {
 
 /// The statistics of a row whose sum of squares `sq_hi + sq_lo` is in range.
 #[inline(always)]
-fn fast_stats(mean: (f64, f64), sq_hi: f64, sq_lo: f64, n: usize, eps: f64) -> RowStats {
+fn fast_stats(
+    mean: (f64, f64),
+    shift_lo: f64,
+    sq_hi: f64,
+    sq_lo: f64,
+    n: usize,
+    eps: f64,
+) -> RowStats {
     let (var, var_lo) = div_by_len_dd(sq_hi, sq_lo, n);
     let s = sqrt_sum(var, eps);
     let (mean, mean_lo) = mean;
@@ -167,6 +179,7 @@ fn fast_stats(mean: (f64, f64), sq_hi: f64, sq_lo: f64, n: usize, eps: f64) -> R
         plan: Plan {
             scale: 1.0,
             shift: mean,
+            shift_lo,
             den: s,
             post: 1.0,
         },
@@ -244,6 +257,7 @@ pub(crate) fn short_rows_stats<F: Float, const CENTER: bool>(
                 plan: Plan {
                     scale: 1.0,
                     shift: mean[r],
+                    shift_lo: if F::HAS_FAST { mean_lo[r] } else { 0.0 },
                     den: s[r],
                     post: 1.0,
                 },
@@ -311,6 +325,7 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
             plan: Plan {
                 scale: 1.0,
                 shift: mean,
+                shift_lo: 0.0,
                 den,
                 post: 1.0,
             },
@@ -329,6 +344,7 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
             plan: Plan {
                 scale,
                 shift,
+                shift_lo: 0.0,
                 den,
                 post: 1.0,
             },
@@ -346,6 +362,7 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
             plan: Plan {
                 scale,
                 shift,
+                shift_lo: 0.0,
                 den,
                 post: unscale,
             },
