@@ -12,9 +12,11 @@
 //! same kernel on the same values in the same order, so the results are bitwise identical for
 //! every layout and every number of threads (see [`crate::parallel`]).
 
+use std::mem::MaybeUninit;
+
 use ndarray::{
-    ArrayBase, ArrayRef, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, CowArray, Dimension, Ix2,
-    IxDyn, RawData,
+    Array, ArrayBase, ArrayRef, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis, CowArray,
+    Dimension, Ix2, IxDyn, RawData,
 };
 use num_traits::Zero;
 
@@ -246,32 +248,91 @@ pub(crate) fn for_each_row_pair<F, T, D, E>(
     D: Dimension,
     E: Dimension,
 {
-    let block = forward_block_rows::<F>(rows_by_len(x.shape(), axes).1);
     debug_assert_eq!(x.shape(), y.shape());
-    if rows_view_mut(y, axes).is_none() {
-        // An output whose axes cannot be merged: compute into standard layout first.
-        let mut tmp = y.as_standard_layout().into_owned();
-        for_each_row_pair(x, &mut tmp, axes, per_row, f);
-        return y.assign(&tmp);
+    match rows_view_mut(y, axes) {
+        Some(y2) => pair_blocks(x, y2, axes, per_row, gathered_out, f),
+        None => {
+            // An output whose axes cannot be merged: compute into standard layout first.
+            let mut tmp = y.as_standard_layout().into_owned();
+            for_each_row_pair(x, &mut tmp, axes, per_row, f);
+            y.assign(&tmp);
+        }
     }
+}
+
+/// A new array of the shape of `x` (standard layout), written by `f(x_rows, y_rows, slots)` on
+/// blocks of rows as [`for_each_row_pair`] does, without being zeroed first.
+///
+/// # Safety
+/// `f` must write every element of each `y_rows` it is given.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn fresh_row_pair<F, T, D, E>(
+    x: &ArrayRef<F, D>,
+    axes: usize,
+    per_row: &mut ArrayRef<T, E>,
+    f: impl Fn(&[F], &mut [MaybeUninit<F>], &mut [T]) + Sync,
+) -> Array<F, D>
+where
+    F: Copy + Zero + Send + Sync,
+    T: Send,
+    D: Dimension,
+    E: Dimension,
+{
+    let mut y = Array::uninit(x.raw_dim());
+    let y2 = rows_view_mut(&mut y, axes).expect("a new array is in standard layout");
+    pair_blocks(x, y2, axes, per_row, contiguous_out, f);
+    // SAFETY: the blocks of `y2` cover `y`, and `f` writes every element of each block.
+    unsafe { y.assume_init() }
+}
+
+/// Hands an output block to `g` as a contiguous slice, gathered into `scratch` if it is not.
+fn gathered_out<F: Copy + Zero>(
+    yb: ArrayViewMut2<'_, F>,
+    scratch: &mut Vec<F>,
+    g: &mut dyn FnMut(&mut [F]),
+) {
+    with_block_mut(yb, scratch, g)
+}
+
+/// Hands a block of a new (standard-layout) array to `g` as the slice it is.
+fn contiguous_out<F, Y>(yb: ArrayViewMut2<'_, Y>, _: &mut Vec<F>, g: &mut dyn FnMut(&mut [Y])) {
+    g(yb.into_slice().expect("a new array is in standard layout"))
+}
+
+/// The walk of [`for_each_row_pair`] and [`fresh_row_pair`] over the rows of `x` and those of
+/// an output `y2` (`rows x n`), which `with_out` hands to its callback as a contiguous slice.
+fn pair_blocks<F, Y, T, D, E>(
+    x: &ArrayRef<F, D>,
+    mut y2: ArrayViewMut2<'_, Y>,
+    axes: usize,
+    per_row: &mut ArrayRef<T, E>,
+    with_out: impl Fn(ArrayViewMut2<'_, Y>, &mut Vec<F>, &mut dyn FnMut(&mut [Y])) + Sync,
+    f: impl Fn(&[F], &mut [Y], &mut [T]) + Sync,
+) where
+    F: Copy + Zero + Send + Sync,
+    Y: Send,
+    T: Send,
+    D: Dimension,
+    E: Dimension,
+{
+    let block = forward_block_rows::<F>(rows_by_len(x.shape(), axes).1);
     let x2 = rows_of(x, axes);
-    let mut y2 = rows_view_mut(y, axes).expect("checked above");
     let mut slots = slots_view(per_row);
     parallel::for_each_block(
         x2.len(),
         x2.axis_chunks_iter(Axis(0), block)
             .zip(y2.axis_chunks_iter_mut(Axis(0), block))
             .zip(slots.axis_chunks_iter_mut(Axis(0), block)),
-        |scratch: &mut Scratch<F>, ((xb, yb), mut sb): BlockPair<'_, F, T>| {
+        |scratch: &mut Scratch<F>, ((xb, yb), mut sb): BlockPair<'_, F, Y, T>| {
             let slots = sb.as_slice_mut().expect("standard layout");
             let xs = block_slice(xb, &mut scratch.a);
-            with_block_mut(yb, &mut scratch.out, |ys| f(xs, ys, slots));
+            with_out(yb, &mut scratch.out, &mut |ys| f(xs, ys, slots));
         },
     );
 }
 
-type BlockPair<'a, F, T> = (
-    (ArrayView2<'a, F>, ArrayViewMut2<'a, F>),
+type BlockPair<'a, F, Y, T> = (
+    (ArrayView2<'a, F>, ArrayViewMut2<'a, Y>),
     ArrayViewMut1<'a, T>,
 );
 

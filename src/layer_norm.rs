@@ -365,10 +365,10 @@ impl<F: Float> LayerNorm<F> {
         x: &ArrayRef<F, D>,
     ) -> Result<(Array<F, D>, Stats<F, D::Smaller>), Error> {
         self.core.check(x)?;
-        let mut y = Array::zeros(x.raw_dim());
         let mut rows = Array::from_elem(self.core.stats_dim(x), (F::zero(), F::zero()));
-        self.core
-            .normalize::<LAYER, _, _>(x, &mut y, &mut rows, |slot, row| {
+        let y = self
+            .core
+            .normalize_fresh::<LAYER, _, _>(x, &mut rows, |slot, row| {
                 let stats = row.stats();
                 *slot = (
                     F::narrow_dd(stats.mean, stats.mean_lo),

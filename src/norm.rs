@@ -10,7 +10,7 @@ use ndarray::{Array, ArrayD, ArrayRef, Dimension, IxDyn};
 
 use crate::driver::{
     fold_row_blocks, for_each_row_mut, for_each_row_mut_pair, for_each_row_pair, for_each_row_quad,
-    rows_by_len,
+    fresh_row_pair, rows_by_len,
 };
 use crate::error::{Error, Param};
 use crate::float::Float;
@@ -139,10 +139,8 @@ impl<F: Float> Core<F> {
         x: &ArrayRef<F, D>,
     ) -> Result<Array<F, D>, Error> {
         self.check(x)?;
-        let mut y = Array::zeros(x.raw_dim());
         let mut rows = Array::from_elem(self.stats_dim(x), ());
-        self.normalize::<CENTER, _, _>(x, &mut y, &mut rows, |_, _| {});
-        Ok(y)
+        Ok(self.normalize_fresh::<CENTER, _, _>(x, &mut rows, |_, _| {}))
     }
 
     /// `forward_into`: checks `x` and `out`, and normalizes `x` into `out`.
@@ -219,8 +217,30 @@ impl<F: Float> Core<F> {
         let eps = self.epsilon.wide();
         let isa = Isa::best();
         for_each_row_pair(x, y, self.axes, per_row, |x, y, slots| {
-            normalize_rows::<F, T, CENTER>(isa, x, y, n, eps, gamma, beta, slots, record)
+            normalize_rows::<F, F, T, CENTER>(isa, x, y, n, eps, gamma, beta, slots, record)
         });
+    }
+
+    /// Normalizes every row of a checked `x` into a new array, as [`normalize`](Self::normalize)
+    /// does, without zeroing the array first.
+    #[allow(unsafe_code)]
+    pub(crate) fn normalize_fresh<const CENTER: bool, D: Dimension, T: Send>(
+        &self,
+        x: &ArrayRef<F, D>,
+        per_row: &mut ArrayRef<T, D::Smaller>,
+        record: impl Fn(&mut T, &Row<'_, F, CENTER>) + Copy + Sync,
+    ) -> Array<F, D> {
+        let (_, n) = rows_by_len(x.shape(), self.axes);
+        let (gamma, beta) = self.params();
+        let eps = self.epsilon.wide();
+        let isa = Isa::best();
+        // SAFETY: `normalize_rows` writes every element of its output: each of its rows is
+        // written whole, by the group writer or by `write_row`, and with `n == 0` there is none.
+        unsafe {
+            fresh_row_pair(x, self.axes, per_row, |x, y, slots| {
+                normalize_rows::<F, _, T, CENTER>(isa, x, y, n, eps, gamma, beta, slots, record)
+            })
+        }
     }
 
     /// Normalizes every row of a checked `x` in place (see [`normalize`](Self::normalize)).

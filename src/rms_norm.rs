@@ -292,10 +292,10 @@ impl<F: Float> RmsNorm<F> {
         x: &ArrayRef<F, D>,
     ) -> Result<(Array<F, D>, Array<F, D::Smaller>), Error> {
         self.core.check(x)?;
-        let mut y = Array::zeros(x.raw_dim());
         let mut rstd = Array::from_elem(self.core.stats_dim(x), F::zero());
-        self.core
-            .normalize::<RMS, _, _>(x, &mut y, &mut rstd, |slot, row| {
+        let y = self
+            .core
+            .normalize_fresh::<RMS, _, _>(x, &mut rstd, |slot, row| {
                 *slot = F::narrow(row.stats().rstd)
             });
         Ok((y, rstd))

@@ -9,6 +9,8 @@
 //! depends on the instruction set or on which rows share a call, so every version and every
 //! split of the rows gives the same bits.
 
+use std::mem::MaybeUninit;
+
 use multiversion::multiversion;
 
 use super::fast::{short_group_stats, FastStats, GROUP, LANES};
@@ -16,6 +18,59 @@ use super::isa::{Isa, Kernel, Simd};
 use super::moments::{row_stats, short_rows_stats, transpose_rows, RowStats, BATCH};
 use super::sum::SHORT;
 use crate::float::Float;
+
+/// An element of an output row: an initialized `F` (an existing array, or a row normalized in
+/// place) or a `MaybeUninit<F>` (a fresh array, which the kernels write without zeroing it
+/// first). The kernels only ever store initialized values through it.
+pub(crate) trait Out<F>: Copy + Send + Sync {
+    /// Stores `v`.
+    fn put(&mut self, v: F);
+    /// The row as initialized values, if its type guarantees them: rows normalized in place
+    /// are read from their output.
+    fn init(row: &[Self]) -> Option<&[F]>;
+    /// The mutable counterpart of [`init`](Out::init).
+    fn init_mut(row: &mut [Self]) -> Option<&mut [F]>;
+}
+
+impl<F: Float> Out<F> for F {
+    #[inline(always)]
+    fn put(&mut self, v: F) {
+        *self = v;
+    }
+    #[inline(always)]
+    fn init(row: &[F]) -> Option<&[F]> {
+        Some(row)
+    }
+    #[inline(always)]
+    fn init_mut(row: &mut [F]) -> Option<&mut [F]> {
+        Some(row)
+    }
+}
+
+impl<F: Float> Out<F> for MaybeUninit<F> {
+    #[inline(always)]
+    fn put(&mut self, v: F) {
+        *self = MaybeUninit::new(v);
+    }
+    #[inline(always)]
+    fn init(_: &[Self]) -> Option<&[F]> {
+        None
+    }
+    #[inline(always)]
+    fn init_mut(_: &mut [Self]) -> Option<&mut [F]> {
+        None
+    }
+}
+
+/// The input of a row: `x` where it is given, else the output itself (in place, where the
+/// output is always of initialized `F`).
+#[inline(always)]
+fn source<'s, F: Float, Y: Out<F>>(x: Option<&'s [F]>, y: &'s [Y]) -> &'s [F] {
+    x.unwrap_or_else(|| Y::init(y).expect(IN_PLACE))
+}
+
+/// Rows are normalized in place only in arrays of initialized `F`.
+const IN_PLACE: &str = "rows normalized in place are initialized";
 
 /// How one row is normalized: by the fast path or by the exact one.
 #[derive(Debug, Clone, Copy)]
@@ -36,16 +91,16 @@ impl RowNorm {
 
     /// Writes the row (see [`write_row`]).
     #[inline(always)]
-    fn write<S: Simd, F: Float>(
+    fn write<S: Simd, F: Float, Y: Out<F>>(
         &self,
         x: Option<&[F]>,
-        y: &mut [F],
+        y: &mut [Y],
         gamma: Option<&[F]>,
         beta: Option<&[F]>,
     ) {
         match self {
-            RowNorm::Fast(s) => write_row::<S, F>(x, y, |v| s.apply(v), gamma, beta),
-            RowNorm::Exact(s) => write_row::<S, F>(x, y, |v| s.plan.apply(v), gamma, beta),
+            RowNorm::Fast(s) => write_row::<S, F, Y>(x, y, |v| s.apply(v), gamma, beta),
+            RowNorm::Exact(s) => write_row::<S, F, Y>(x, y, |v| s.plan.apply(v), gamma, beta),
         }
     }
 }
@@ -110,10 +165,10 @@ fn plan_rows<S: Simd, F: Float, const CENTER: bool>(
 /// statistics). `CENTER` selects LayerNorm (`true`) or RMSNorm (`false`, no mean).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-pub(crate) fn normalize_rows<F: Float, T, const CENTER: bool>(
+pub(crate) fn normalize_rows<F: Float, Y: Out<F>, T, const CENTER: bool>(
     isa: Isa,
     x: &[F],
-    y: &mut [F],
+    y: &mut [Y],
     n: usize,
     eps: f64,
     gamma: Option<&[F]>,
@@ -123,7 +178,7 @@ pub(crate) fn normalize_rows<F: Float, T, const CENTER: bool>(
 ) {
     debug_assert_eq!(x.len(), y.len());
     let (x, params) = (Some(x), (gamma, beta));
-    isa.run(Normalize::<F, T, _, CENTER> {
+    isa.run(Normalize::<F, Y, T, _, CENTER> {
         x,
         y,
         n,
@@ -148,7 +203,7 @@ pub(crate) fn normalize_rows_inplace<F: Float, T, const CENTER: bool>(
     record: impl Fn(&mut T, &Row<'_, F, CENTER>),
 ) {
     let params = (gamma, beta);
-    isa.run(Normalize::<F, T, _, CENTER> {
+    isa.run(Normalize::<F, F, T, _, CENTER> {
         x: None,
         y,
         n,
@@ -163,9 +218,9 @@ pub(crate) fn normalize_rows_inplace<F: Float, T, const CENTER: bool>(
 type Params<'a, F> = (Option<&'a [F]>, Option<&'a [F]>);
 
 /// The kernel of [`normalize_rows`] (`x` given) and [`normalize_rows_inplace`] (`x` is `y`).
-struct Normalize<'a, F, T, R, const CENTER: bool> {
+struct Normalize<'a, F, Y, T, R, const CENTER: bool> {
     x: Option<&'a [F]>,
-    y: &'a mut [F],
+    y: &'a mut [Y],
     n: usize,
     eps: f64,
     params: Params<'a, F>,
@@ -173,7 +228,7 @@ struct Normalize<'a, F, T, R, const CENTER: bool> {
     record: R,
 }
 
-impl<F: Float, T, R, const CENTER: bool> Kernel for Normalize<'_, F, T, R, CENTER>
+impl<F: Float, Y: Out<F>, T, R, const CENTER: bool> Kernel for Normalize<'_, F, Y, T, R, CENTER>
 where
     R: Fn(&mut T, &Row<'_, F, CENTER>),
 {
@@ -209,15 +264,14 @@ where
             let mut flat = FlatParams::new(n, gamma, beta);
             while start + GROUP <= slots.len() {
                 let (lo, hi) = (start * n, (start + GROUP) * n);
-                let src = x.map_or(&y[lo..hi], |x| &x[lo..hi]);
+                let src = &source(x, y)[lo..hi];
                 let stats = short_group_stats::<F, CENTER>(src, n, eps);
                 if stats.iter().any(Option::is_none) {
                     break;
                 }
                 let stats = stats.map(|s| s.expect("checked above"));
                 for (r, s) in stats.iter().enumerate() {
-                    let row = lo + r * n..lo + (r + 1) * n;
-                    let xr = x.map_or(&y[row.clone()], |x| &x[row]);
+                    let xr = &src[r * n..][..n];
                     let norm = RowNorm::Fast(*s);
                     record(
                         &mut slots[start + r],
@@ -228,7 +282,7 @@ where
                         },
                     );
                 }
-                flat.write_group::<S, F>(x.map(|x| &x[lo..hi]), &mut y[lo..hi], &stats);
+                flat.write_group::<S, F, Y>(x.map(|x| &x[lo..hi]), &mut y[lo..hi], &stats);
                 start += GROUP;
             }
         }
@@ -242,7 +296,7 @@ where
             let x = x.map(|x| &x[b * batch * n..][..y.len()]);
             // Every plan of the batch is made before any of its rows is overwritten.
             let norms = &mut norms[..slots.len()];
-            plan_rows::<S, F, CENTER>(x.unwrap_or(y), n, eps, norms);
+            plan_rows::<S, F, CENTER>(source(x, y), n, eps, norms);
             for (r, (slot, norm)) in slots.iter_mut().zip(norms.iter()).enumerate() {
                 let xr = x.map(|x| &x[r * n..][..n]);
                 let yr = &mut y[r * n..][..n];
@@ -250,11 +304,11 @@ where
                     slot,
                     &Row {
                         norm,
-                        x: xr.unwrap_or(yr),
+                        x: source(xr, yr),
                         eps,
                     },
                 );
-                norm.write::<S, F>(xr, yr, gamma, beta);
+                norm.write::<S, F, Y>(xr, yr, gamma, beta);
             }
         }
     }
@@ -290,10 +344,10 @@ impl FlatParams {
     /// Writes the rows of a group with their fast statistics: for each element, exactly the
     /// operations of [`RowNorm::write`] on its row.
     #[inline(always)]
-    fn write_group<S: Simd, F: Float>(
+    fn write_group<S: Simd, F: Float, Y: Out<F>>(
         &mut self,
         x: Option<&[F]>,
-        y: &mut [F],
+        y: &mut [Y],
         stats: &[FastStats; GROUP],
     ) {
         let n = self.n;
@@ -316,8 +370,9 @@ impl FlatParams {
                 .iter_mut()
                 .zip(x)
                 .enumerate()
-                .for_each(|(k, (y, &v))| *y = value(k, v)),
-            None => y
+                .for_each(|(k, (y, &v))| y.put(value(k, v))),
+            None => Y::init_mut(y)
+                .expect(IN_PLACE)
                 .iter_mut()
                 .enumerate()
                 .for_each(|(k, y)| *y = value(k, *y)),
@@ -496,7 +551,7 @@ fn normalize_chunk<S: Simd, F: Float, const CENTER: bool>(
     let norms = &mut norms[..h.len() / n];
     plan_rows::<S, F, CENTER>(h, n, eps, norms);
     for (r, norm) in norms.iter().enumerate() {
-        norm.write::<S, F>(Some(&h[r * n..][..n]), &mut y[r * n..][..n], gamma, beta);
+        norm.write::<S, F, F>(Some(&h[r * n..][..n]), &mut y[r * n..][..n], gamma, beta);
     }
 }
 
@@ -521,9 +576,9 @@ fn add_assign<F: Float>(x: &[F], r: &mut [F]) {
 /// once; the match only selects which slices the loop walks, so that each loop is a plain
 /// element-wise loop that vectorizes.
 #[inline(always)]
-fn write_row<S: Simd, F: Float>(
+fn write_row<S: Simd, F: Float, Y: Out<F>>(
     x: Option<&[F]>,
-    y: &mut [F],
+    y: &mut [Y],
     norm: impl Fn(f64) -> f64,
     gamma: Option<&[F]>,
     beta: Option<&[F]>,
@@ -535,41 +590,46 @@ fn write_row<S: Simd, F: Float>(
     let norm = |x: F| norm(x.wide());
     let scale = |x: F, g: &F| norm(x) * g.wide();
     let shift = |v: f64, b: &F| F::narrow(v + b.wide());
-    match (x, gamma, beta) {
-        (Some(x), None, None) => y
+    let Some(x) = x else {
+        let y = Y::init_mut(y).expect(IN_PLACE);
+        return match (gamma, beta) {
+            (None, None) => y.iter_mut().for_each(|y| *y = F::narrow(norm(*y))),
+            (Some(g), None) => y
+                .iter_mut()
+                .zip(g)
+                .for_each(|(y, g)| *y = F::narrow(scale(*y, g))),
+            (None, Some(b)) => y
+                .iter_mut()
+                .zip(b)
+                .for_each(|(y, b)| *y = shift(norm(*y), b)),
+            (Some(g), Some(b)) => y
+                .iter_mut()
+                .zip(g)
+                .zip(b)
+                .for_each(|((y, g), b)| *y = shift(scale(*y, g), b)),
+        };
+    };
+    match (gamma, beta) {
+        (None, None) => y
             .iter_mut()
             .zip(x)
-            .for_each(|(y, &x)| *y = F::narrow(norm(x))),
-        (None, None, None) => y.iter_mut().for_each(|y| *y = F::narrow(norm(*y))),
-        (Some(x), Some(g), None) => y
+            .for_each(|(y, &x)| y.put(F::narrow(norm(x)))),
+        (Some(g), None) => y
             .iter_mut()
             .zip(x)
             .zip(g)
-            .for_each(|((y, &x), g)| *y = F::narrow(scale(x, g))),
-        (None, Some(g), None) => y
-            .iter_mut()
-            .zip(g)
-            .for_each(|(y, g)| *y = F::narrow(scale(*y, g))),
-        (Some(x), None, Some(b)) => y
+            .for_each(|((y, &x), g)| y.put(F::narrow(scale(x, g)))),
+        (None, Some(b)) => y
             .iter_mut()
             .zip(x)
             .zip(b)
-            .for_each(|((y, &x), b)| *y = shift(norm(x), b)),
-        (None, None, Some(b)) => y
-            .iter_mut()
-            .zip(b)
-            .for_each(|(y, b)| *y = shift(norm(*y), b)),
-        (Some(x), Some(g), Some(b)) => y
+            .for_each(|((y, &x), b)| y.put(shift(norm(x), b))),
+        (Some(g), Some(b)) => y
             .iter_mut()
             .zip(x)
             .zip(g)
             .zip(b)
-            .for_each(|(((y, &x), g), b)| *y = shift(scale(x, g), b)),
-        (None, Some(g), Some(b)) => y
-            .iter_mut()
-            .zip(g)
-            .zip(b)
-            .for_each(|((y, g), b)| *y = shift(scale(*y, g), b)),
+            .for_each(|(((y, &x), g), b)| y.put(shift(scale(x, g), b))),
     }
 }
 
@@ -606,7 +666,7 @@ mod tests {
                         *s = ((st.mean as f32).to_bits(), (st.rstd as f32).to_bits())
                     };
                     if center {
-                        normalize_rows::<f32, _, true>(
+                        normalize_rows::<f32, f32, _, true>(
                             isa,
                             &x,
                             &mut y,
@@ -618,7 +678,7 @@ mod tests {
                             |s, r| rec(s, r.stats()),
                         );
                     } else {
-                        normalize_rows::<f32, _, false>(
+                        normalize_rows::<f32, f32, _, false>(
                             isa,
                             &x,
                             &mut y,
