@@ -10,7 +10,8 @@
 //! order). Then `m = S1 / n` (the mean is `p + m`),
 //! `q = S2 / n`, `var = q - m^2` (RMSNorm: `var = q`), `v = var + eps`, `rstd = 1 / sqrt(v)`,
 //! and a row is written as `y_i = ((x_i - p) - m) * rstd [* gamma_i] [+ beta_i]` in `f64`,
-//! rounded once to `f32`. Converting `f32` to `f64` is exact, and `f32` values cannot leave the
+//! rounded once to `f32` (or, where the mean is within `2^18` standard deviations of 0, as
+//! `y_i = (x_i * rstd - (p + m) * rstd) [* gamma_i] [+ beta_i]`, one subtraction fewer). Converting `f32` to `f64` is exact, and `f32` values cannot leave the
 //! `f64` range when squared or summed (`|d_i^2| <= 2^257`, and a nonzero `|d_i| >= 2^-149`
 //! squares to at least `2^-298`), so no rescaling is ever needed here.
 //!
@@ -48,6 +49,11 @@
 //!   for every `h <= 2^20` (rows up to 16 million elements);
 //! * `d^_i` and the subtraction of `m^` round by `u |x_i - p|` and `u |y_i|`, where
 //!   `|x_i - p| rstd <= |y_i| + sqrt(q / v) <= |y_i| + 2^12`: below `2^-40 max(1, |y_i|)`;
+//! * rows where `|c| <= 2^18`, `c = fl(fl(p + m^) rstd)` (RMSNorm rows: `c = 0`), are written
+//!   in the direct form `fl(fl(x_i rstd) - c)` instead ([`Form::Direct`]): the mean `p + m^`,
+//!   the two products and the difference round by `u |mean| rstd`, `u |x_i| rstd`, `u |c|` and
+//!   `u |y_i|`, where `|x_i| rstd <= |x_i - mean| rstd + |mean| rstd <= |y_i| + 2^18.01`: in all
+//!   below `u (2 |y_i| + 3 * 2^18.01) < 2^-33 max(1, |y_i|)`;
 //! * gamma and beta add one rounding each in `f64`.
 //!
 //! So each output before its rounding to `f32` is within `2^-29 max(1, |y_i|)` (times
@@ -85,17 +91,61 @@ pub struct FastStats {
     depth: f64,
 }
 
-impl FastStats {
-    /// The normalized value of one element (widened to `f64`), before gamma and beta.
+/// How a row of [`FastStats`] is written, before gamma and beta: each form gives, for every
+/// element, exactly the bits of `((x - p) - m) * r - c` with its [`parts`](Form::parts)
+/// (`t - 0.0 == t` and `t - 0.0 - 0.0 == t` for every `f64` `t`, `-0.0` included), so a writer
+/// may use the parts where a loop over forms would not vectorize.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Form {
+    /// `x * r` (RMSNorm, or a row of mean exactly 0).
+    Scale { r: f64 },
+    /// `x * r - c`, with `c = mean * r` (rows with `|mean| * rstd <= DIRECT_LIMIT`).
+    Direct { r: f64, c: f64 },
+    /// `((x - p) - m) * r`, the pivot `p` and the mean `m` of `x - p` (the other rows).
+    Pivot { p: f64, m: f64, r: f64 },
+}
+
+impl Form {
+    /// `[p, m, r, c]`: the form is `((x - p) - m) * r - c`, bitwise.
     #[inline(always)]
-    pub(crate) fn apply(&self, x: f64) -> f64 {
-        ((x - self.pivot) - self.shift) * self.rstd
+    pub(crate) fn parts(self) -> [f64; 4] {
+        match self {
+            Form::Scale { r } => [0.0, 0.0, r, 0.0],
+            Form::Direct { r, c } => [0.0, 0.0, r, c],
+            Form::Pivot { p, m, r } => [p, m, r, 0.0],
+        }
     }
 
-    /// `(pivot, shift, rstd)`: the row is written as `((x - pivot) - shift) * rstd`.
+    /// The normalized value of one element (widened to `f64`), before gamma and beta.
+    #[cfg(test)]
+    pub(crate) fn apply(self, x: f64) -> f64 {
+        let [p, m, r, c] = self.parts();
+        ((x - p) - m) * r - c
+    }
+}
+
+/// `|mean| * rstd` up to which a row is written in the [`Form::Direct`] form (see the module
+/// doc): `2^18`.
+const DIRECT_LIMIT: f64 = (1u64 << 18) as f64;
+
+impl FastStats {
+    /// How the row is written: [`Form::Direct`] where `|mean| * rstd <= DIRECT_LIMIT` (every
+    /// RMSNorm row, and centred or moderately offset LayerNorm rows), else [`Form::Pivot`].
     #[inline(always)]
-    pub(crate) fn parts(&self) -> (f64, f64, f64) {
-        (self.pivot, self.shift, self.rstd)
+    pub(crate) fn form(&self) -> Form {
+        let r = self.rstd;
+        let c = (self.pivot + self.shift) * r;
+        if c.to_bits() == 0 {
+            Form::Scale { r }
+        } else if c.abs() <= DIRECT_LIMIT {
+            Form::Direct { r, c }
+        } else {
+            Form::Pivot {
+                p: self.pivot,
+                m: self.shift,
+                r,
+            }
+        }
     }
 
     /// The statistics a caller keeps: the mean and `rstd` rounded to `f32` where that
@@ -299,7 +349,15 @@ mod tests {
 
     #[test]
     fn constant_rows_with_eps_normalize_to_exact_zeros() {
-        let s = row_stats_f32::<Baseline, true>(&[1e6 + 0.5; 33], 1e-5).expect("fast path");
-        assert_eq!(s.apply(f64::from(1e6f32 + 0.5)).to_bits(), 0.0f64.to_bits());
+        // A small offset takes the direct form, a large one (|mean| rstd > 2^18) the pivot form.
+        for (v, direct) in [(0.75f32, true), (1e6 + 0.5, false)] {
+            let s = row_stats_f32::<Baseline, true>(&[v; 33], 1e-5).expect("fast path");
+            assert_eq!(matches!(s.form(), Form::Direct { .. }), direct, "{v}");
+            assert_eq!(
+                s.form().apply(f64::from(v)).to_bits(),
+                0.0f64.to_bits(),
+                "{v}"
+            );
+        }
     }
 }

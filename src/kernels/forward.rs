@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use multiversion::multiversion;
 
-use super::fast::{short_group_stats, FastStats, GROUP, LANES};
+use super::fast::{short_group_stats, FastStats, Form, GROUP, LANES};
 use super::isa::{Isa, Kernel, Simd};
 use super::moments::{row_stats, short_rows_stats, transpose_rows, RowStats, BATCH};
 use super::sum::SHORT;
@@ -99,7 +99,13 @@ impl RowNorm {
         beta: Option<&[F]>,
     ) {
         match self {
-            RowNorm::Fast(s) => write_row::<S, F, Y>(x, y, |v| s.apply(v), gamma, beta),
+            RowNorm::Fast(s) => match s.form() {
+                Form::Scale { r } => write_row::<S, F, Y>(x, y, |v| v * r, gamma, beta),
+                Form::Direct { r, c } => write_row::<S, F, Y>(x, y, |v| v * r - c, gamma, beta),
+                Form::Pivot { p, m, r } => {
+                    write_row::<S, F, Y>(x, y, |v| ((v - p) - m) * r, gamma, beta)
+                }
+            },
             RowNorm::Exact(s) => write_row::<S, F, Y>(x, y, |v| s.plan.apply(v), gamma, beta),
         }
     }
@@ -324,6 +330,7 @@ struct FlatParams {
     pivot: [f64; GROUP * LANES],
     shift: [f64; GROUP * LANES],
     rstd: [f64; GROUP * LANES],
+    offset: [f64; GROUP * LANES],
 }
 
 impl FlatParams {
@@ -338,6 +345,7 @@ impl FlatParams {
             pivot: [0.0; GROUP * LANES],
             shift: [0.0; GROUP * LANES],
             rstd: [0.0; GROUP * LANES],
+            offset: [0.0; GROUP * LANES],
         }
     }
 
@@ -352,16 +360,19 @@ impl FlatParams {
     ) {
         let n = self.n;
         for (r, s) in stats.iter().enumerate() {
-            let (p, m, rstd) = s.parts();
-            self.pivot[r * n..(r + 1) * n].fill(p);
-            self.shift[r * n..(r + 1) * n].fill(m);
-            self.rstd[r * n..(r + 1) * n].fill(rstd);
+            let [p, m, rstd, c] = s.form().parts();
+            let row = r * n..(r + 1) * n;
+            self.pivot[row.clone()].fill(p);
+            self.shift[row.clone()].fill(m);
+            self.rstd[row.clone()].fill(rstd);
+            self.offset[row].fill(c);
         }
         let len = GROUP * n;
         let (p, m, rs) = (&self.pivot[..len], &self.shift[..len], &self.rstd[..len]);
+        let c = &self.offset[..len];
         let (g, b) = (self.gamma.as_ref(), self.beta.as_ref());
         let value = |k: usize, v: F| {
-            let t = ((v.wide() - p[k]) - m[k]) * rs[k];
+            let t = ((v.wide() - p[k]) - m[k]) * rs[k] - c[k];
             let t = g.map_or(t, |g| t * g[k]);
             F::narrow(b.map_or(t, |b| t + b[k]))
         };
