@@ -35,6 +35,33 @@ pub(crate) struct Core<F> {
     pub(crate) axes: usize,
     pub(crate) gamma: Option<ArrayD<F>>,
     pub(crate) beta: Option<ArrayD<F>>,
+    /// Gamma and beta widened to `f64`, as the forward kernels read them.
+    wide: Widened,
+}
+
+/// Gamma and beta widened to `f64` once, when they are set, so that the forward kernels read
+/// them without converting every element of every row (a function of gamma and beta, so it
+/// adds nothing to comparisons).
+#[derive(Clone, Default, PartialEq)]
+struct Widened {
+    gamma: Option<Vec<f64>>,
+    beta: Option<Vec<f64>>,
+}
+
+impl Widened {
+    fn of<F: Float>(gamma: Option<&ArrayD<F>>, beta: Option<&ArrayD<F>>) -> Self {
+        let widen = |p: &ArrayD<F>| p.iter().map(|v| v.wide()).collect();
+        Widened {
+            gamma: gamma.map(widen),
+            beta: beta.map(widen),
+        }
+    }
+}
+
+impl std::fmt::Debug for Widened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Widened(gamma, beta)")
+    }
 }
 
 impl<F: Float> Core<F> {
@@ -45,6 +72,7 @@ impl<F: Float> Core<F> {
             axes: 1,
             gamma: None,
             beta: None,
+            wide: Widened::default(),
         }
     }
 
@@ -65,7 +93,8 @@ impl<F: Float> Core<F> {
             gamma: Some(ArrayD::ones(IxDyn(shape))),
             beta: with_beta.then(|| ArrayD::zeros(IxDyn(shape))),
             ..core
-        })
+        }
+        .widened())
     }
 
     /// The same parameters, normalizing over the last `axes` axes.
@@ -87,7 +116,7 @@ impl<F: Float> Core<F> {
     ) -> Result<Self, Error> {
         let value = validate::standard(value.into_dyn());
         validate::param_axes(param, Some(&value), self.axes)?;
-        Ok(match param {
+        let core = match param {
             Param::Gamma => {
                 validate::params_agree(Some(&value), self.beta.as_ref())?;
                 Core {
@@ -102,7 +131,21 @@ impl<F: Float> Core<F> {
                     ..self
                 }
             }
-        })
+        };
+        Ok(core.widened())
+    }
+
+    /// The same parameters with their widened copies made anew.
+    fn widened(self) -> Self {
+        Core {
+            wide: Widened::of(self.gamma.as_ref(), self.beta.as_ref()),
+            ..self
+        }
+    }
+
+    /// Gamma and beta widened to `f64`, as flat slices in the logical order of a row.
+    pub(crate) fn wide_params(&self) -> (Option<&[f64]>, Option<&[f64]>) {
+        (self.wide.gamma.as_deref(), self.wide.beta.as_deref())
     }
 
     /// Checks an input against the layer: enough axes, and parameters of the shape of the
@@ -213,7 +256,7 @@ impl<F: Float> Core<F> {
         record: impl Fn(&mut T, &Row<'_, F, CENTER>) + Copy + Sync,
     ) {
         let (_, n) = rows_by_len(x.shape(), self.axes);
-        let (gamma, beta) = self.params();
+        let (gamma, beta) = self.wide_params();
         let eps = self.epsilon.wide();
         let isa = Isa::best();
         for_each_row_pair(x, y, self.axes, per_row, |x, y, slots| {
@@ -231,7 +274,7 @@ impl<F: Float> Core<F> {
         record: impl Fn(&mut T, &Row<'_, F, CENTER>) + Copy + Sync,
     ) -> Array<F, D> {
         let (_, n) = rows_by_len(x.shape(), self.axes);
-        let (gamma, beta) = self.params();
+        let (gamma, beta) = self.wide_params();
         let eps = self.epsilon.wide();
         let isa = Isa::best();
         // SAFETY: `normalize_rows` writes every element of its output: each of its rows is
@@ -251,7 +294,7 @@ impl<F: Float> Core<F> {
         record: impl Fn(&mut T, &Row<'_, F, CENTER>) + Copy + Sync,
     ) {
         let (_, n) = rows_by_len(x.shape(), self.axes);
-        let (gamma, beta) = self.params();
+        let (gamma, beta) = self.wide_params();
         let eps = self.epsilon.wide();
         let isa = Isa::best();
         for_each_row_mut(x, self.axes, per_row, |y, slots| {
@@ -267,7 +310,7 @@ impl<F: Float> Core<F> {
         residual: &ArrayRef<F, D>,
     ) -> (Array<F, D>, Array<F, D>) {
         let (_, n) = rows_by_len(x.shape(), self.axes);
-        let (gamma, beta) = self.params();
+        let (gamma, beta) = self.wide_params();
         let eps = self.epsilon.wide();
         let mut h = Array::zeros(x.raw_dim());
         let mut y = Array::zeros(x.raw_dim());
@@ -291,7 +334,7 @@ impl<F: Float> Core<F> {
         residual: &mut ArrayRef<F, D>,
     ) {
         let (_, n) = rows_by_len(x.shape(), self.axes);
-        let (gamma, beta) = self.params();
+        let (gamma, beta) = self.wide_params();
         let eps = self.epsilon.wide();
         let mut rows = Array::from_elem(self.stats_dim(x), ());
         for_each_row_mut_pair(x, residual, self.axes, &mut rows, |x, h, _| {

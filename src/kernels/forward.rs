@@ -95,8 +95,8 @@ impl RowNorm {
         &self,
         x: Option<&[F]>,
         y: &mut [Y],
-        gamma: Option<&[F]>,
-        beta: Option<&[F]>,
+        gamma: Option<&[f64]>,
+        beta: Option<&[f64]>,
     ) {
         match self {
             RowNorm::Fast(s) => match s.form() {
@@ -177,8 +177,8 @@ pub(crate) fn normalize_rows<F: Float, Y: Out<F>, T, const CENTER: bool>(
     y: &mut [Y],
     n: usize,
     eps: f64,
-    gamma: Option<&[F]>,
-    beta: Option<&[F]>,
+    gamma: Option<&[f64]>,
+    beta: Option<&[f64]>,
     slots: &mut [T],
     record: impl Fn(&mut T, &Row<'_, F, CENTER>),
 ) {
@@ -203,8 +203,8 @@ pub(crate) fn normalize_rows_inplace<F: Float, T, const CENTER: bool>(
     y: &mut [F],
     n: usize,
     eps: f64,
-    gamma: Option<&[F]>,
-    beta: Option<&[F]>,
+    gamma: Option<&[f64]>,
+    beta: Option<&[f64]>,
     slots: &mut [T],
     record: impl Fn(&mut T, &Row<'_, F, CENTER>),
 ) {
@@ -220,8 +220,8 @@ pub(crate) fn normalize_rows_inplace<F: Float, T, const CENTER: bool>(
     })
 }
 
-/// Gamma and beta, each optional.
-type Params<'a, F> = (Option<&'a [F]>, Option<&'a [F]>);
+/// Gamma and beta, each optional, widened to `f64` (see `Core::wide_params`).
+type Params<'a> = (Option<&'a [f64]>, Option<&'a [f64]>);
 
 /// The kernel of [`normalize_rows`] (`x` given) and [`normalize_rows_inplace`] (`x` is `y`).
 struct Normalize<'a, F, Y, T, R, const CENTER: bool> {
@@ -229,7 +229,7 @@ struct Normalize<'a, F, Y, T, R, const CENTER: bool> {
     y: &'a mut [Y],
     n: usize,
     eps: f64,
-    params: Params<'a, F>,
+    params: Params<'a>,
     slots: &'a mut [T],
     record: R,
 }
@@ -336,8 +336,8 @@ struct FlatParams {
 impl FlatParams {
     /// For rows of `n < LANES` elements.
     #[inline(always)]
-    fn new<F: Float>(n: usize, gamma: Option<&[F]>, beta: Option<&[F]>) -> Self {
-        let repeat = |p: &[F]| std::array::from_fn(|k| p[k % n].wide());
+    fn new(n: usize, gamma: Option<&[f64]>, beta: Option<&[f64]>) -> Self {
+        let repeat = |p: &[f64]| std::array::from_fn(|k| p[k % n]);
         FlatParams {
             n,
             gamma: gamma.map(repeat),
@@ -448,8 +448,8 @@ pub(crate) fn residual_rows<F: Float, const CENTER: bool>(
     y: &mut [F],
     n: usize,
     eps: f64,
-    gamma: Option<&[F]>,
-    beta: Option<&[F]>,
+    gamma: Option<&[f64]>,
+    beta: Option<&[f64]>,
 ) {
     debug_assert!(x.len() == r.len() && x.len() == h.len() && x.len() == y.len());
     let params = (gamma, beta);
@@ -468,7 +468,7 @@ struct Residual<'a, F, const CENTER: bool> {
     outputs: (&'a mut [F], &'a mut [F]),
     n: usize,
     eps: f64,
-    params: Params<'a, F>,
+    params: Params<'a>,
 }
 
 impl<F: Float, const CENTER: bool> Kernel for Residual<'_, F, CENTER> {
@@ -503,8 +503,8 @@ pub(crate) fn residual_rows_inplace<F: Float, const CENTER: bool>(
     r: &mut [F],
     n: usize,
     eps: f64,
-    gamma: Option<&[F]>,
-    beta: Option<&[F]>,
+    gamma: Option<&[f64]>,
+    beta: Option<&[f64]>,
 ) {
     debug_assert_eq!(x.len(), r.len());
     let params = (gamma, beta);
@@ -523,7 +523,7 @@ struct ResidualInplace<'a, F, const CENTER: bool> {
     r: &'a mut [F],
     n: usize,
     eps: f64,
-    params: Params<'a, F>,
+    params: Params<'a>,
 }
 
 impl<F: Float, const CENTER: bool> Kernel for ResidualInplace<'_, F, CENTER> {
@@ -556,7 +556,7 @@ fn normalize_chunk<S: Simd, F: Float, const CENTER: bool>(
     y: &mut [F],
     n: usize,
     eps: f64,
-    (gamma, beta): Params<'_, F>,
+    (gamma, beta): Params<'_>,
 ) {
     let mut norms = [RowNorm::Exact(RowStats::nan()); BATCH];
     let norms = &mut norms[..h.len() / n];
@@ -591,16 +591,16 @@ fn write_row<S: Simd, F: Float, Y: Out<F>>(
     x: Option<&[F]>,
     y: &mut [Y],
     norm: impl Fn(f64) -> f64,
-    gamma: Option<&[F]>,
-    beta: Option<&[F]>,
+    gamma: Option<&[f64]>,
+    beta: Option<&[f64]>,
 ) {
     let n = y.len();
     debug_assert!(x.is_none_or(|x| x.len() == n));
     debug_assert!(gamma.is_none_or(|g| g.len() == n));
     debug_assert!(beta.is_none_or(|b| b.len() == n));
     let norm = |x: F| norm(x.wide());
-    let scale = |x: F, g: &F| norm(x) * g.wide();
-    let shift = |v: f64, b: &F| F::narrow(v + b.wide());
+    let scale = |x: F, g: &f64| norm(x) * g;
+    let shift = |v: f64, b: &f64| F::narrow(v + b);
     let Some(x) = x else {
         let y = Y::init_mut(y).expect(IN_PLACE);
         return match (gamma, beta) {
@@ -667,8 +667,11 @@ mod tests {
     fn every_instruction_set_gives_the_same_bits() {
         for n in [1, 2, 5, 15, 16, 17, 31, 64, 65, 100, 768, 1029] {
             let x = rows(n, 19);
-            let g: Vec<f32> = rows(n, 1).iter().map(|v| v - 100.0).collect();
-            let b: Vec<f32> = rows(n, 1).iter().map(|v| (v - 100.0) * 0.5).collect();
+            let g: Vec<f64> = rows(n, 1).iter().map(|v| f64::from(v - 100.0)).collect();
+            let b: Vec<f64> = rows(n, 1)
+                .iter()
+                .map(|v| f64::from((v - 100.0) * 0.5))
+                .collect();
             for params in [(None, None), (Some(&g[..]), Some(&b[..]))] {
                 let run = |isa: Isa, center: bool| {
                     let mut y = vec![0.0f32; x.len()];
