@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release --example bandwidth                 # full table, ~2-4 minutes
 //! cargo run --release --example bandwidth -- --quick      # fewer shapes and repetitions, < 1 minute
-//! cargo run --release --features rayon --example bandwidth -- --threads 2  # two threads
+//! cargo run --release --example bandwidth -- --threads 2      # two threads
+//! cargo run --release --example bandwidth -- --threads all    # one thread, then every core
 //! ```
 //!
 //! # What it measures
@@ -24,7 +25,9 @@
 //!     allocated array (so page faults and allocation are in both);
 //!   * `forward_into` — `out.assign(&x)` into an existing standard-layout array;
 //!   * `forward_inplace` — `assign` into an existing array with the layout of `x`;
-//!   * `backward`, `backward_with_stats` — `&x + &dy` into a fresh array (three arrays' traffic).
+//!   * `backward`, `backward_with_stats`, `rms_backward` — `&x + &dy` into a fresh array (three
+//!     arrays' traffic); `backward (vs into)` is the `backward` time against `&x + &dy` into an
+//!     existing array.
 //! * `ratio` = `GB/s / copy GB/s` = baseline time / operation time. 1.0 means the operation runs
 //!   at the speed of the memory copy, the floor for a memory-bound kernel; 0.5 means it takes
 //!   twice as long as the copy. Above 1.0 is possible (a baseline is a real copy with its own
@@ -45,7 +48,9 @@
 //! By default everything runs on one thread: the operations (with the `rayon` feature, inside a
 //! one-thread pool, so the crate does not go parallel) and the baselines above.
 //!
-//! `--threads N` (N > 1) needs the `rayon` feature. It builds a rayon pool of N threads and runs
+//! `--threads all` prints one table on one thread, then one on every core, in the same run
+//! (what the README's speed table shows). `--threads N` (N > 1) needs the `rayon` feature (on
+//! by default). It builds a rayon pool of N threads and runs
 //! every measurement inside `pool.install`: the operations (which go parallel from
 //! `PARALLEL_MIN_ELEMENTS` elements, sequential below), and baselines doing the same copies
 //! with ndarray's parallel `Zip` on the same pool, so a ratio still compares like with like:
@@ -178,15 +183,25 @@ impl Row {
         let gbs = self.bytes as f64 / self.op_time / 1e9;
         let copy = self.bytes as f64 / self.copy_time / 1e9;
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.2} |",
             self.op,
             self.ty,
             self.shape,
+            time(self.op_time),
             gbs,
             copy,
             gbs / copy
         );
         let _ = std::io::stdout().flush();
+    }
+}
+
+/// A time per call with a unit that keeps three or four digits.
+fn time(secs: f64) -> String {
+    if secs < 1e-3 {
+        format!("{:.1} µs", secs * 1e6)
+    } else {
+        format!("{:.2} ms", secs * 1e3)
     }
 }
 
@@ -267,31 +282,41 @@ where
     let x = s.input::<F>(1);
     let dy = s.input::<F>(4);
     let ln = affine::<F>(s.cols);
+    let rms = rms_affine::<F>(s.cols);
     let (_, stats) = ln.forward_with_stats(&x).expect("valid input");
+    let mut sum_out = Array2::<F>::zeros((s.rows, s.cols));
     let (x, dy, stats) = (&x, &dy, &stats);
 
     let mut cases = vec![
         Case::new(|| drop(black_box(th.add_fresh(black_box(x), black_box(dy))))),
+        Case::new(|| {
+            th.add_into(&mut sum_out, black_box(x), black_box(dy));
+            black_box(&mut sum_out);
+        }),
         Case::new(|| drop(black_box(ln.backward(black_box(x), dy).expect("valid")))),
         Case::new(|| {
             let g = ln.backward_with_stats(black_box(x), stats, dy);
             drop(black_box(g.expect("valid")));
         }),
+        Case::new(|| drop(black_box(rms.backward(black_box(x), dy).expect("valid")))),
     ];
     measure(&mut cases, cfg);
 
     let bytes = 3 * s.len() * std::mem::size_of::<F>();
-    let row = |op, op_time| Row {
+    let t: Vec<f64> = cases.iter().map(|c| c.best).collect();
+    let row = |op, op_time, copy_time| Row {
         op,
         ty,
         shape: s.name(),
         bytes,
         op_time,
-        copy_time: cases[0].best,
+        copy_time,
     };
     vec![
-        row("backward", cases[1].best),
-        row("backward_with_stats", cases[2].best),
+        row("backward", t[2], t[0]),
+        row("backward (vs into)", t[2], t[1]),
+        row("backward_with_stats", t[3], t[0]),
+        row("rms_backward", t[4], t[0]),
     ]
 }
 
@@ -445,31 +470,40 @@ fn add_fresh_1<F: Float>(x: &Array2<F>, dy: &Array2<F>) -> Array2<F> {
     x + dy
 }
 
+fn add_into_1<F: Float>(out: &mut Array2<F>, x: &Array2<F>, dy: &Array2<F>) {
+    ndarray::Zip::from(out)
+        .and(x)
+        .and(dy)
+        .for_each(|o, &a, &b| *o = a + b);
+}
+
 struct Args {
     quick: bool,
-    threads: Option<usize>,
+    /// The thread counts, one table each, in this order.
+    threads: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
-        threads: None,
+        threads: vec![1],
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
             "--threads" => {
-                let n = it.next().ok_or("--threads needs a number")?;
-                args.threads = Some(parse_threads(&n)?);
+                let n = it.next().ok_or("--threads needs a number or `all`")?;
+                args.threads = parse_threads(&n)?;
             }
             s if s.starts_with("--threads=") => {
-                args.threads = Some(parse_threads(&s["--threads=".len()..])?);
+                args.threads = parse_threads(&s["--threads=".len()..])?;
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release [--features rayon] --example bandwidth \
-                     [-- --threads N] [--quick]\n(--threads N with N > 1 needs --features rayon)"
+                    "usage: cargo run --release --example bandwidth [-- --threads N|all] [--quick]\n\
+                     (--threads all: one table on 1 thread, then one on every core; \
+                     N > 1 needs the default `rayon` feature)"
                 );
                 std::process::exit(0);
             }
@@ -479,11 +513,43 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn parse_threads(n: &str) -> Result<usize, String> {
-    match n.parse() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("bad thread count {n:?} (expected an integer >= 1)")),
+/// `N` (one table on N threads) or `all` (one on 1 thread, then one on every core).
+fn parse_threads(n: &str) -> Result<Vec<usize>, String> {
+    if n == "all" {
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        return Ok(if cores > 1 { vec![1, cores] } else { vec![1] });
     }
+    match n.parse() {
+        Ok(n) if n >= 1 => Ok(vec![n]),
+        _ => Err(format!(
+            "bad thread count {n:?} (expected an integer >= 1 or `all`)"
+        )),
+    }
+}
+
+/// The processor, as `/proc/cpuinfo` names it, its cores, and its widest vector instructions.
+fn machine() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    #[cfg(target_arch = "x86_64")]
+    let isa = if std::arch::is_x86_feature_detected!("avx512f") {
+        "AVX-512"
+    } else if std::arch::is_x86_feature_detected!("avx2") {
+        "AVX2"
+    } else {
+        "SSE2"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let isa = "baseline";
+    format!("{model}, {cores} cores, {isa}")
 }
 
 fn main() {
@@ -511,10 +577,40 @@ fn main() {
         (cfg, FULL_SHAPES, FULL_BACKWARD)
     };
 
-    let th = Threads::new(args.threads.unwrap_or(1)).unwrap_or_else(|e| {
-        eprintln!("bandwidth: {e}");
-        std::process::exit(2);
-    });
+    println!("Machine: {}.\n", machine());
+    for &n in &args.threads {
+        let th = Threads::new(n).unwrap_or_else(|e| {
+            eprintln!("bandwidth: {e}");
+            std::process::exit(2);
+        });
+        let tables = Tables {
+            shapes,
+            rms_shapes,
+            residual_shapes,
+            backward_shapes,
+        };
+        table(&th, cfg, args.quick, &tables);
+        println!();
+    }
+    eprintln!("bandwidth: done in {:.0} s", start.elapsed().as_secs_f64());
+}
+
+/// The shapes of each kind of row of a table.
+struct Tables {
+    shapes: &'static [Shape],
+    rms_shapes: &'static [Shape],
+    residual_shapes: &'static [Shape],
+    backward_shapes: &'static [Shape],
+}
+
+/// Prints one table: every row on the threads of `th`.
+fn table(th: &Threads, cfg: Config, quick: bool, t: &Tables) {
+    let Tables {
+        shapes,
+        rms_shapes,
+        residual_shapes,
+        backward_shapes,
+    } = *t;
     let threads = match th.n() {
         1 => "single thread".to_string(),
         n => format!("{n} threads (rayon pool; baselines parallel on the same pool)"),
@@ -522,46 +618,46 @@ fn main() {
     println!(
         "LayerNorm bandwidth{}: {threads}, best of {} timings of ~{} ms each, \
          operation and baseline interleaved in this run.\n",
-        if args.quick { " (--quick)" } else { "" },
+        if quick { " (--quick)" } else { "" },
         cfg.reps,
         cfg.target.as_millis()
     );
-    println!("| op | type | shape | GB/s | copy GB/s | ratio |");
-    println!("|---|---|---|---:|---:|---:|");
+    println!("| op | type | shape | time | GB/s | copy GB/s | ratio |");
+    println!("|---|---|---|---:|---:|---:|---:|");
 
     let mut small_forward = None;
     for &s in shapes {
-        for row in th.install(|| forward_rows::<f32>(s, "f32", cfg, &th)) {
+        for row in th.install(|| forward_rows::<f32>(s, "f32", cfg, th)) {
             row.print();
             if row.op == "forward" && s.rows == 32 && s.cols == 768 && !s.transposed {
                 small_forward = Some((row.op_time, row.copy_time));
             }
         }
-        for row in th.install(|| forward_rows::<f64>(s, "f64", cfg, &th)) {
+        for row in th.install(|| forward_rows::<f64>(s, "f64", cfg, th)) {
             row.print();
         }
     }
     for &s in rms_shapes {
-        for row in th.install(|| rms_rows::<f32>(s, "f32", cfg, &th)) {
+        for row in th.install(|| rms_rows::<f32>(s, "f32", cfg, th)) {
             row.print();
         }
-        for row in th.install(|| rms_rows::<f64>(s, "f64", cfg, &th)) {
+        for row in th.install(|| rms_rows::<f64>(s, "f64", cfg, th)) {
             row.print();
         }
     }
     for &s in residual_shapes {
-        for row in th.install(|| residual_rows::<f32>(s, "f32", cfg, &th)) {
+        for row in th.install(|| residual_rows::<f32>(s, "f32", cfg, th)) {
             row.print();
         }
-        for row in th.install(|| residual_rows::<f64>(s, "f64", cfg, &th)) {
+        for row in th.install(|| residual_rows::<f64>(s, "f64", cfg, th)) {
             row.print();
         }
     }
     for &s in backward_shapes {
-        for row in th.install(|| backward_rows::<f32>(s, "f32", cfg, &th)) {
+        for row in th.install(|| backward_rows::<f32>(s, "f32", cfg, th)) {
             row.print();
         }
-        for row in th.install(|| backward_rows::<f64>(s, "f64", cfg, &th)) {
+        for row in th.install(|| backward_rows::<f64>(s, "f64", cfg, th)) {
             row.print();
         }
     }
@@ -571,7 +667,9 @@ fn main() {
         "GB/s = (bytes read + written) / time per call. Baselines: `forward`, `forward_noaffine` \
          vs `x.to_owned()`; `forward_into` vs `out.assign(&x)`; `forward_inplace` vs `assign` \
          into an array of the layout of `x`; `rms_norm*` likewise; `residual_*` vs `&x + &r` plus \
-         `x.to_owned()` (in place: two copies into existing arrays); `backward*` vs `&x + &dy` (fresh). \
+         `x.to_owned()` (in place: two copies into existing arrays); `backward`, \
+         `backward_with_stats`, `rms_backward` vs `&x + &dy` into a fresh array, `backward (vs \
+         into)` the same time vs `&x + &dy` into an existing one. \
          ratio = GB/s / copy GB/s (1.0 = copy speed). `4096x768T` = `x.t()` of a 768x4096 array."
     );
     if th.n() > 1 {
@@ -590,7 +688,6 @@ fn main() {
             copy * 1e6
         );
     }
-    eprintln!("bandwidth: done in {:.0} s", start.elapsed().as_secs_f64());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -603,7 +700,7 @@ use threads::Threads;
 /// `--threads N` on a rayon pool of N threads.
 #[cfg(feature = "rayon")]
 mod threads {
-    use super::{add_fresh_1, copy_fresh_1, copy_into_1};
+    use super::{add_fresh_1, add_into_1, copy_fresh_1, copy_into_1};
     use ndarray::{par_azip, Array, Array2, ShapeBuilder, Zip};
     use ndarray_layernorm::Float;
     use std::mem::MaybeUninit;
@@ -663,13 +760,21 @@ mod threads {
             // SAFETY: `par_azip!` wrote every element.
             unsafe { out.assume_init() }
         }
+
+        /// `x + dy` into an existing array.
+        pub fn add_into<F: Float>(&self, out: &mut Array2<F>, x: &Array2<F>, dy: &Array2<F>) {
+            if self.n == 1 {
+                return add_into_1(out, x, dy);
+            }
+            par_azip!((o in out, &a in x, &b in dy) *o = a + b);
+        }
     }
 }
 
 /// Without the `rayon` feature: one thread only.
 #[cfg(not(feature = "rayon"))]
 mod threads {
-    use super::{add_fresh_1, copy_fresh_1, copy_into_1};
+    use super::{add_fresh_1, add_into_1, copy_fresh_1, copy_into_1};
     use ndarray::Array2;
     use ndarray_layernorm::Float;
 
@@ -705,6 +810,10 @@ mod threads {
 
         pub fn add_fresh<F: Float>(&self, x: &Array2<F>, dy: &Array2<F>) -> Array2<F> {
             add_fresh_1(x, dy)
+        }
+
+        pub fn add_into<F: Float>(&self, out: &mut Array2<F>, x: &Array2<F>, dy: &Array2<F>) {
+            add_into_1(out, x, dy)
         }
     }
 }

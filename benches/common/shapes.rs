@@ -45,20 +45,25 @@ pub const FORWARD_SHAPES: &[Shape] = &[
     TRANSPOSED,
 ];
 
-/// The RMSNorm forward shapes: short, medium and long rows.
-pub const RMS_SHAPES: &[Shape] = &[
-    shape(32, 768),
+/// The six shapes of the kernel issue: medium, small, short-ish, very short, large and very
+/// long rows. RMSNorm and backward are measured on all of them.
+pub const ISSUE_SHAPES: &[Shape] = &[
     shape(4096, 768),
-    shape(8192, 1024),
+    shape(32, 768),
     shape(65536, 64),
     shape(1_000_000, 5),
+    shape(8192, 1024),
+    shape(256, 65536),
 ];
+
+/// The RMSNorm forward shapes.
+pub const RMS_SHAPES: &[Shape] = ISSUE_SHAPES;
 
 /// The fused residual shapes.
 pub const RESIDUAL_SHAPES: &[Shape] = &[shape(32, 768), shape(4096, 768), shape(8192, 1024)];
 
 /// The backward shapes.
-pub const BACKWARD_SHAPES: &[Shape] = &[shape(32, 768), shape(4096, 768)];
+pub const BACKWARD_SHAPES: &[Shape] = ISSUE_SHAPES;
 
 impl Shape {
     pub fn name(self) -> String {
