@@ -1,11 +1,10 @@
 //! Normalizing rows, and computing their moments.
 //!
 //! Each entry point takes a batch of consecutive rows of length `n` and runs, under the
-//! instruction set it is given ([`Isa`]), one row at a time: the row's statistics (the fast
-//! path of `F` where it has one and the row meets its bound, see [`super::fast`], else the
-//! exact compensated path of [`super::moments`]), then the row is written while it is still in
-//! cache. Only `f64` rows of at most [`SHORT`] elements are gathered in batches of [`BATCH`]
-//! rows first, so that their compensated sums vectorize across rows. Nothing in the arithmetic
+//! instruction set it is given ([`Isa`]), a few rows at a time (see [`batch_rows`]): the rows'
+//! statistics (the fast path of `F` where it has one and the row meets its bound, see
+//! [`super::fast`], else the exact compensated path of [`super::moments`]), then the rows are
+//! written while they are still in cache. Nothing in the arithmetic
 //! depends on the instruction set or on which rows share a call, so every version and every
 //! split of the rows gives the same bits.
 
@@ -131,16 +130,24 @@ impl<F: Float, const CENTER: bool> Row<'_, F, CENTER> {
     }
 }
 
-/// Rows planned at a time: one (each row is written while it is in cache), except `f64` rows
-/// of at most [`SHORT`] elements, whose statistics are computed [`BATCH`] rows at a time.
+/// Rows planned at a time, all still in cache when they are written: fast (`f32`) rows by
+/// [`FAST_BATCH_BYTES`] (one row from 512 elements on), `f64` rows of at most [`SHORT`]
+/// elements [`BATCH`] at a time (their compensated sums vectorize across rows), other `f64`
+/// rows one at a time.
 #[inline(always)]
 fn batch_rows<F: Float>(n: usize) -> usize {
-    if F::HAS_FAST || n > SHORT {
+    if F::HAS_FAST {
+        (FAST_BATCH_BYTES / (n * std::mem::size_of::<F>())).clamp(1, BATCH)
+    } else if n > SHORT {
         1
     } else {
         BATCH
     }
 }
+
+/// Bytes of fast rows planned at a time: short rows are planned a few at a time, so that the
+/// latency of one row's statistics (divisions, square root) overlaps the next row's sums.
+const FAST_BATCH_BYTES: usize = 1 << 11;
 
 /// The plans of the consecutive rows of length `n > 0` of `x` (at most [`BATCH`] rows, one
 /// element of `out` each).
