@@ -149,12 +149,20 @@ fn reference_matches_closed_forms() {
         assert!(forward_units(y_f64, y, Format::F64) <= 1.0);
     }
 
-    // [0, 2], eps 1: mean 1, var 1, y = (-1, 1) / sqrt(2).
+    // ... and rstd = 1 / sqrt(5/4), whose square is 4/5.
+    assert_approximates_sqrt(&row.rstd(0.0).unwrap(), &rat(4, 5), false);
+
+    // [0, 2], eps 1: mean 1, var 1, y = (-1, 1) / sqrt(2), rstd = 1 / sqrt(2).
     let row = ExactRow::new(&[0.0, 2.0]);
     assert_eq!((row.mean(), row.var()), (rat(1, 1), rat(1, 1)));
     for (y, negative) in row.normalized(1.0).iter().zip([true, false]) {
         assert_approximates_sqrt(y, &rat(1, 2), negative);
     }
+    assert_approximates_sqrt(&row.rstd(1.0).unwrap(), &rat(1, 2), false);
+    // 1e9 + {0, 1, 1}, eps 0: var 2/9 (the offset rows' closed form), rstd^2 = 9/2.
+    let row = ExactRow::new(&[1e9, 1e9 + 1.0, 1e9 + 1.0]);
+    assert_eq!(row.var(), rat(2, 9));
+    assert_approximates_sqrt(&row.rstd(0.0).unwrap(), &rat(9, 2), false);
 
     // [-1, 1], eps 0: y = (-1, 1) exactly; with gamma (2, 0.5) and beta (0.25, -3):
     // z = (-1.75, -2.5) exactly.
@@ -162,6 +170,8 @@ fn reference_matches_closed_forms() {
     let y = row.normalized(0.0);
     assert!(y.iter().all(Approx::is_exact));
     assert_eq!((y[0].to_f64(), y[1].to_f64()), (-1.0, 1.0));
+    let rstd = row.rstd(0.0).unwrap();
+    assert!(rstd.is_exact() && rstd.to_f64() == 1.0);
     let z = row.forward(0.0, Some(&[2.0, 0.5]), Some(&[0.25, -3.0]));
     assert_eq!((z[0].to_f64(), z[1].to_f64()), (-1.75, -2.5));
     assert!(z.iter().all(Approx::is_exact));
@@ -186,11 +196,27 @@ fn reference_matches_closed_forms() {
     let y = row.normalized(0.0);
     assert!(y.iter().all(Approx::is_exact));
 
-    // Constant rows: exactly 0, for eps 0 too (0/0 := 0); one-element rows likewise.
+    // Constant rows: exactly 0, for eps 0 too (0/0 := 0); one-element rows likewise. Their
+    // rstd is 1 / sqrt(eps): none for eps 0, and 1 / sqrt(fl(eps)) otherwise.
     for eps in [0.0, 1e-5, 1.0] {
         for row in [&[0.1; 5][..], &[-3.7][..], &[f64::MAX; 3][..]] {
             let y = ExactRow::new(row).normalized(eps);
             assert!(y.iter().all(|y| y.is_exact() && y.approx.is_zero()));
+            let rstd = ExactRow::new(row).rstd(eps);
+            if eps == 0.0 {
+                assert!(rstd.is_none());
+            } else {
+                let (rstd, inv) = (
+                    rstd.unwrap(),
+                    rat(1, 1) / Dyadic::from_f64(eps).to_rational(),
+                );
+                if rstd.is_exact() {
+                    let r = rstd.approx.to_rational();
+                    assert_eq!(&r * &r, inv);
+                } else {
+                    assert_approximates_sqrt(&rstd, &inv, false);
+                }
+            }
         }
     }
 
