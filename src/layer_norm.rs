@@ -49,7 +49,9 @@ use crate::outputs::Stats;
 /// Statistics are computed in `f64` with compensated sums: the mean and the variance are rounded
 /// once, and each output is `(x - mean) / sqrt(var + eps)` with a true division. For `f32` input
 /// the output is within one unit of `f32::EPSILON * max(1, |y|)` of the exact value; for `f64`
-/// input within two units of `f64::EPSILON * max(1, |y|)` when `|mean| <= std`. Values near the
+/// input within two units of `f64::EPSILON * max(1, |y|)`, however large `|mean| / std` (rows
+/// with `|mean| > std` are also shifted by what the rounding of the mean left out, and
+/// normalized by the variance about the exact mean). Values near the
 /// ends of the floating-point range are rescaled internally and normalize as accurately as values
 /// near 1.
 ///

@@ -70,9 +70,10 @@
 //! one-pass `E[x^2] - E[x]^2` is never used. Measured against exact rational arithmetic (the
 //! tests carry that reference), the error of `y` is at most one unit of
 //! `f32::EPSILON * max(1, |y|)` for `f32` input, and at most two units of
-//! `f64::EPSILON * max(1, |y|)` for `f64` rows with `|mean| <= std`; for `f64` rows with a large
-//! offset it is bounded by the rounding of the mean itself, about
-//! `f64::EPSILON / 2 * |mean| / std`. Rows near the ends of the floating-point range (`1e300`,
+//! `f64::EPSILON * max(1, |y|)` for `f64` input, on rows with a large offset too: where
+//! `|mean| > std`, an `f64` row is also shifted by what the rounding of its mean left out, and
+//! normalized by the variance about the exact mean (`rstd` within one ulp there), so that its
+//! error does not grow with `|mean| / std`. Rows near the ends of the floating-point range (`1e300`,
 //! `1e-300`, subnormals) are rescaled by a power of two on a rare slow path and are as accurate
 //! as rows near 1. Results are bitwise identical for every memory layout of the input.
 //!

@@ -16,7 +16,7 @@ use common::exact::{
     forward_units, mean_rounding_units, spec_var_f64, ulp_units, Approx, Dyadic, ExactRow, Format,
 };
 use common::forward_bounds::{
-    affine_tol, f64_forward_tol, forward_tol, Elem, RowRef, F32_MOMENT_ULPS, F64_MOMENT_ULPS,
+    affine_tol, forward_tol, Elem, F32_MOMENT_ULPS, F64_MOMENT_ULPS, F64_RSTD_ULPS,
 };
 use common::harness::{
     batch, bits, format, normal, of, offset_row, random_row, scaled, scales_row, wide, Kind, RowGen,
@@ -44,10 +44,10 @@ const KINDS: [Kind; 3] = [Kind::Normal, Kind::Uniform, Kind::Integers];
 // ----------------------------------------------------------------------------------------------
 // Checking forward against the reference.
 
-type Tolerance<'a> = &'a dyn Fn(&RowRef, &Elem) -> f64;
+type Tolerance<'a> = &'a dyn Fn(&Elem) -> f64;
 
 /// Runs `forward` (with `(gamma, beta)` if given) on the rows of `x` and checks every output
-/// against the exact reference with tolerance `tol(row, element)`.
+/// against the exact reference with tolerance `tol(element)`.
 fn check_forward<F: Float>(
     tally: &mut Tally,
     x: &Array2<F>,
@@ -70,11 +70,7 @@ fn check_forward<F: Float>(
     for (r, (xr, yr)) in x.rows().into_iter().zip(y.rows()).enumerate() {
         tally.rows += 1;
         let values: Vec<f64> = xr.iter().map(|&v| wide(v)).collect();
-        let exact = ExactRow::new(&values);
-        let row = RowRef {
-            f64_bound: f64_forward_tol(&exact.mean(), &exact.var(), eps),
-        };
-        let ys = exact.normalized(eps);
+        let ys = ExactRow::new(&values).normalized(eps);
         for (i, (&computed, y_exact)) in yr.iter().zip(&ys).enumerate() {
             let g = gamma.as_ref().map_or(1.0, |g| g[i]);
             let b = beta.as_ref().map_or(0.0, |b| b[i]);
@@ -89,7 +85,7 @@ fn check_forward<F: Float>(
                 z: z_exact.to_f64(),
             };
             let units = forward_units(wide(computed), &z_exact, format::<F>());
-            tally.check(units, tol(&row, &elem), || {
+            tally.check(units, tol(&elem), || {
                 let params = match params {
                     Some((g, b)) => format!("\n  gamma = {g:?}\n  beta = {b:?}"),
                     None => String::new(),
@@ -149,12 +145,20 @@ fn reference_matches_closed_forms() {
         assert!(forward_units(y_f64, y, Format::F64) <= 1.0);
     }
 
-    // [0, 2], eps 1: mean 1, var 1, y = (-1, 1) / sqrt(2).
+    // ... and rstd = 1 / sqrt(5/4), whose square is 4/5.
+    assert_approximates_sqrt(&row.rstd(0.0).unwrap(), &rat(4, 5), false);
+
+    // [0, 2], eps 1: mean 1, var 1, y = (-1, 1) / sqrt(2), rstd = 1 / sqrt(2).
     let row = ExactRow::new(&[0.0, 2.0]);
     assert_eq!((row.mean(), row.var()), (rat(1, 1), rat(1, 1)));
     for (y, negative) in row.normalized(1.0).iter().zip([true, false]) {
         assert_approximates_sqrt(y, &rat(1, 2), negative);
     }
+    assert_approximates_sqrt(&row.rstd(1.0).unwrap(), &rat(1, 2), false);
+    // 1e9 + {0, 1, 1}, eps 0: var 2/9 (the offset rows' closed form), rstd^2 = 9/2.
+    let row = ExactRow::new(&[1e9, 1e9 + 1.0, 1e9 + 1.0]);
+    assert_eq!(row.var(), rat(2, 9));
+    assert_approximates_sqrt(&row.rstd(0.0).unwrap(), &rat(9, 2), false);
 
     // [-1, 1], eps 0: y = (-1, 1) exactly; with gamma (2, 0.5) and beta (0.25, -3):
     // z = (-1.75, -2.5) exactly.
@@ -162,6 +166,8 @@ fn reference_matches_closed_forms() {
     let y = row.normalized(0.0);
     assert!(y.iter().all(Approx::is_exact));
     assert_eq!((y[0].to_f64(), y[1].to_f64()), (-1.0, 1.0));
+    let rstd = row.rstd(0.0).unwrap();
+    assert!(rstd.is_exact() && rstd.to_f64() == 1.0);
     let z = row.forward(0.0, Some(&[2.0, 0.5]), Some(&[0.25, -3.0]));
     assert_eq!((z[0].to_f64(), z[1].to_f64()), (-1.75, -2.5));
     assert!(z.iter().all(Approx::is_exact));
@@ -186,11 +192,27 @@ fn reference_matches_closed_forms() {
     let y = row.normalized(0.0);
     assert!(y.iter().all(Approx::is_exact));
 
-    // Constant rows: exactly 0, for eps 0 too (0/0 := 0); one-element rows likewise.
+    // Constant rows: exactly 0, for eps 0 too (0/0 := 0); one-element rows likewise. Their
+    // rstd is 1 / sqrt(eps): none for eps 0, and 1 / sqrt(fl(eps)) otherwise.
     for eps in [0.0, 1e-5, 1.0] {
         for row in [&[0.1; 5][..], &[-3.7][..], &[f64::MAX; 3][..]] {
             let y = ExactRow::new(row).normalized(eps);
             assert!(y.iter().all(|y| y.is_exact() && y.approx.is_zero()));
+            let rstd = ExactRow::new(row).rstd(eps);
+            if eps == 0.0 {
+                assert!(rstd.is_none());
+            } else {
+                let (rstd, inv) = (
+                    rstd.unwrap(),
+                    rat(1, 1) / Dyadic::from_f64(eps).to_rational(),
+                );
+                if rstd.is_exact() {
+                    let r = rstd.approx.to_rational();
+                    assert_eq!(&r * &r, inv);
+                } else {
+                    assert_approximates_sqrt(&rstd, &inv, false);
+                }
+            }
         }
     }
 
@@ -340,20 +362,73 @@ fn extreme_magnitudes_f64() {
 }
 
 // ----------------------------------------------------------------------------------------------
-// 5. f64 rows with a large offset: bounded by the rounding of the mean.
+// 5. f64 rows with a large offset (|mean| / std up to 1e12): within two units, rstd within 1 ulp.
 
+/// Row lengths of the offset scenarios: rows of at most 64 elements (`SHORT` in
+/// `src/kernels/sum.rs`), whose statistics are computed up to 64 rows at once, and longer rows
+/// (one compensated sum in 64 lanes each), around both thresholds.
+const OFFSET_LENGTHS: [usize; 13] = [1, 2, 3, 5, 7, 9, 17, 63, 64, 65, 100, 768, 1029];
+
+/// Rows per matrix of length `n`: enough short rows to fill a batch of 64 and start another.
+fn offset_rows(n: usize) -> usize {
+    (256 / n).clamp(2, 70)
+}
+
+/// Checks `forward_with_stats(x).rstd` of every row against the exact `1 / sqrt(var + eps)`,
+/// in ulps of the exact value (rows with `var + eps == 0` must report `+inf`).
+fn check_rstd(tally: &mut Tally, x: &Array2<f64>, eps: f64, tol: f64) {
+    let (_, stats) = LayerNorm::new(eps)
+        .expect("valid layer")
+        .forward_with_stats(x)
+        .expect("forward succeeds");
+    for (r, xr) in x.rows().into_iter().enumerate() {
+        tally.rows += 1;
+        let values = xr.to_vec();
+        let computed = stats.rstd[r];
+        let Some(exact) = ExactRow::new(&values).rstd(eps) else {
+            assert_eq!(computed, f64::INFINITY, "rstd of {values:?}");
+            continue;
+        };
+        let exact = exact.approx.to_rational();
+        let units = ulp_units(computed, &exact, Format::F64);
+        tally.check(units, tol, || {
+            format!(
+                "rstd of row {r} (n = {}, eps = {eps:e}): computed {computed:?}, exact {:e}\n  row = {values:?}",
+                values.len(),
+                exact.to_f64().unwrap_or(f64::NAN),
+            )
+        });
+    }
+}
+
+/// `offset + sigma * N(0, 1)` (the sign of the offset drawn per row, so negative offsets are in
+/// every scenario): the rounded mean is off by up to `u |mean|`, `u = 2^-53`, which would move
+/// the outputs by `u |mean| / std` (2.4e8 units at 1e9) and `rstd` by `(u |mean| / std)^2`
+/// relative had the library normalized with it. Outputs within [`F64_FORWARD_UNITS`] (via
+/// [`forward_tol`]), `rstd` within 1 ulp.
 #[test]
-fn large_offset_f64_bounded_by_mean_rounding() {
+fn large_offset_f64_within_two_units() {
     let mut rng = StdRng::seed_from_u64(51);
     let mut tallies = Vec::new();
-    for offset in [1e3, 1e6, 1e9] {
+    let scenarios = [
+        (1e3, 1.0),
+        (1e6, 1.0),
+        (1e9, 1.0),
+        (1e12, 1.0),
+        (-1e9, 1.0),
+        (1.0, 1e-9),
+    ];
+    for (offset, sigma) in scenarios {
         for eps in [1e-5, 0.0] {
-            let mut t = Tally::new(format!("f64 offset {offset:e} + N(0,1) eps {eps:e}"));
-            for n in SOME_LENGTHS {
-                let x = batch::<f64>(2, n, || offset_row(&mut rng, n, offset, 1.0));
+            let name = format!("f64 offset {offset:e} + N(0,{sigma:e}) eps {eps:e}");
+            let mut t = Tally::new(name.clone());
+            let mut r = Tally::ulps(format!("{name}, rstd"));
+            for n in OFFSET_LENGTHS {
+                let x = batch::<f64>(offset_rows(n), n, || offset_row(&mut rng, n, offset, sigma));
                 check_forward(&mut t, &x, eps, None, &forward_tol::<f64>);
+                check_rstd(&mut r, &x, eps, F64_RSTD_ULPS);
             }
-            tallies.push(t);
+            tallies.extend([t, r]);
         }
     }
     assert_tallies(&tallies);

@@ -50,7 +50,7 @@ mod common;
 
 use std::fmt::{Debug, Display};
 
-use common::forward_bounds::f64_forward_tol;
+use common::forward_bounds::F64_FORWARD_UNITS;
 use ndarray::{ArrayD, Axis, Dimension, IxDyn};
 use ndarray_layernorm::{Float, LayerNorm, RmsNorm};
 use ndarray_rand::rand_distr::StandardNormal;
@@ -365,9 +365,8 @@ fn inv_sqrt(v: &BigRational) -> BigRational {
 ///
 /// Tolerances: `Mean` and `InvStdDev` [`F64_STATS_UNITS`]. The normalized value is within
 /// `t` units of `f64::EPSILON * max(1, |normalized|)`, where `t` is the crate's documented
-/// bound: 2 for `RMSNormalization` and for `LayerNormalization` rows with `|mean| <= std`, plus
-/// the effect of rounding the mean on rows with a larger offset (`f64_forward_tol` of
-/// `tests/common/forward_bounds.rs`). The crate then forms `fl(normalized * Scale)` and, with
+/// bound: 2 on every row, for `RMSNormalization` and `LayerNormalization` alike
+/// (`F64_FORWARD_UNITS` of `tests/common/forward_bounds.rs`). The crate then forms `fl(normalized * Scale)` and, with
 /// `B`, `fl(fl(normalized * Scale) + B)`, each rounding of relative `EPSILON / 2`, so that, to
 /// first order, with `kappa = |Scale| * max(1, |normalized|) / max(1, |Y|)`:
 ///
@@ -407,7 +406,7 @@ fn exact_reference(
         let var = d.iter().map(|v| v * v).sum::<BigRational>() / &count;
         let inv_std_dev = inv_sqrt(&(&var + &eps));
         let t = match op {
-            Op::Layer => f64_forward_tol(&mean, &var, eps.to_f64().expect("finite")),
+            Op::Layer => F64_FORWARD_UNITS,
             Op::Rms => F64_RMS_UNITS,
         };
         for (i, d) in d.iter().enumerate() {

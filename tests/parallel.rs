@@ -62,13 +62,15 @@ fn everything<F: Float>(ln: &LayerNorm<F>, x: &Array3<F>, dy: &Array3<F>) -> Vec
     ]
 }
 
-fn check<F: Float>(seed: u64)
+/// `offset + N(0, 1)` rows (`offset` 0: centred rows; large: the offset arithmetic of `f64`).
+fn check<F: Float>(seed: u64, offset: f64)
 where
     StandardNormal: ndarray_rand::rand_distr::Distribution<F>,
 {
     let mut rng = StdRng::seed_from_u64(seed);
     // 2 * 700 * 97 elements: above the cut-off, 22 blocks of rows, a ragged last block.
-    let x: Array3<F> = Array::random_using((2, 700, 97), StandardNormal, &mut rng);
+    let mut x: Array3<F> = Array::random_using((2, 700, 97), StandardNormal, &mut rng);
+    x.mapv_inplace(|v| v + F::from_f64(offset).unwrap());
     assert!(x.len() >= PARALLEL_MIN_ELEMENTS);
     let dy: Array3<F> = Array::random_using((2, 700, 97), StandardNormal, &mut rng);
     let gamma = Array1::random_using(97, StandardNormal, &mut rng);
@@ -87,12 +89,17 @@ where
 
 #[test]
 fn f32_results_do_not_depend_on_the_number_of_threads() {
-    check::<f32>(1);
+    check::<f32>(1, 0.0);
 }
 
 #[test]
 fn f64_results_do_not_depend_on_the_number_of_threads() {
-    check::<f64>(2);
+    check::<f64>(2, 0.0);
+}
+
+#[test]
+fn f64_offset_rows_do_not_depend_on_the_number_of_threads() {
+    check::<f64>(5, 1e9);
 }
 
 #[test]

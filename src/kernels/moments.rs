@@ -1,13 +1,72 @@
 //! Per-row statistics: the mean, the biased variance, and how to normalize the row.
 //!
 //! The fast path is three steps, each a compensated sum over a cache-resident row:
-//! 1. `mean = fl(sum(x) / n)`, rounded once;
-//! 2. `d_i = fl(x_i - mean)` and `var = fl(sum(fl(d_i * d_i)) / n)`, rounded once;
+//! 1. `mean = fl(sum(x) / n)`, rounded once, and `mean_lo`, what `mean` leaves out of the exact
+//!    mean `M` (`mean + mean_lo` is `M` to about 106 bits);
+//! 2. `d_i = fl(x_i - mean)` and `var = fl(sum(fl(d_i * d_i)) / n)`, rounded once (with its low
+//!    part `var_lo`);
 //! 3. `s = fl(sqrt(fl(var + eps)))`, and the row is written as `y_i = fl(d_i / s)`.
+//!
+//! `mean` and `var` are what [`crate::moments()`] returns: the mean correctly rounded, and the
+//! variance about that rounded mean, as the contract defines it.
+//!
+//! # Offset rows
+//!
+//! Rounding the mean moves it by `delta = mean - M`, `|delta| <= ulp(mean) / 2 <= u |M|`
+//! (`u = 2^-53`). Step 3 then shifts every output by `delta / s`: in units of
+//! `f64::EPSILON * max(1, |y|)`, at most `|M| / (2 std)`, so at most half a unit where
+//! `|mean| <= std`, but up to `2^28 = 2.7e8` units at mean `1e9` and std 1. And `var`, taken
+//! about the rounded mean, exceeds the variance by `delta^2`, which moves `rstd` by
+//! `delta^2 / (2 (var + eps))`, relative. So `f64` rows with `mean^2 > var` (LayerNorm only;
+//! RMSNorm has no mean) replace step 3 by
+//!
+//! 3'. `V = var + var_lo - mean_lo^2 + eps` in double-double: the variance about the exact
+//!     mean plus `eps`, since `sum((x_i - mean)^2) / n = var_M + (M - mean)^2` and
+//!     `mean_lo = M - mean`; `r = 1 / sqrt(V)`, one Newton step in double-double from
+//!     `fl(1 / fl(sqrt(V)))`, correctly rounded up to `2^-47` ulp (`rsqrt_dd`); the row is
+//!     written as `y_i = fl(fl(d_i - mean_lo) * r)`, and `rstd = r`.
+//!
+//! Every other row keeps steps 1 to 3 exactly as they were before step 3' existed, and so its
+//! bits: `f64` rows with `|mean| <= std` (the seed walkthrough's rows among them), constant and
+//! one-element rows (exactly 0, below), RMSNorm rows, and every `f32` row. (`f32` rows of this
+//! exact path subtract `mean_lo` in step 3 too, `y_i = fl((d_i - mean_lo) / s)`: their mean's
+//! low part can be the whole of a small output, and their `f64` variance is far more precise
+//! than `f32` needs.) The choice is made on `mean` and `var`, the same values on every path, so
+//! the batched short rows ([`short_rows_stats`]) make it as [`row_stats`] does.
+//!
+//! # The error of an `f64` offset row
+//!
+//! With `y_i = (x_i - M) / sqrt(V)` exact and `u = 2^-53`, to first order in `u`:
+//!
+//! * `d_i = fl(x_i - mean)` is exact where `x_i` lies within a factor of 2 of `mean`
+//!   (Sterbenz), as on every element of a row with `|mean| >> std`; elsewhere it adds
+//!   `u |x_i - mean| / sqrt(V) <= u |y_i| (1 + 2u)` (such an `x_i` is at least `|mean| / 2`
+//!   from `mean`, so `|delta| <= 2u |x_i - mean|`).
+//! * `mean_lo` is `M - mean` but for the error of the compensated sum, at most about
+//!   `n^2 u^2 mean(|x|)` (Ogita, Rump and Oishi's bound for a sequential sum; the 64-lane sums of
+//!   long rows have `ceil(n / 64) + 14` in place of `n`), a shift of that over `sqrt(V)`:
+//!   `0.23` units at `n = 64`, `|mean| / std = 1e12`, and 0 whenever the partial sums' errors are
+//!   exact, as on rows whose values share one binade (the tested offset rows).
+//! * `fl(d_i - mean_lo)` and the product each round once: `u |y_i|` each.
+//! * `r`: the squares `fl(d_i^2)` each round once and the sum is compensated, so
+//!   `var + var_lo` and `V` are within `u` of their exact values, relative (`3u` where
+//!   deviations round); `r` within `u/2` of `1 / sqrt(V)` from that and within half an ulp,
+//!   at most `u`, from its rounding: `1.5 u`, relative.
+//!
+//! Altogether `3.5 u |y_i|`, i.e. `1.75` units of `f64::EPSILON * max(1, |y_i|)` (`2.75` where
+//! deviations round), plus the `mean_lo` term, against the 2 units the tests assert on every
+//! row; they measure at most 1.27. `rstd` is within `0.5 + 0.5` ulp of `1 / sqrt(V)` (rounding,
+//! and `u/2` relative from the squares, at most half an ulp) plus `2^-47` ulp; measured 0.84.
+//! Centred rows keep the bound they had: `delta / s` at most half a unit, and the roundings of
+//! steps 2 and 3; their `rstd = fl(1 / s)` rounds three times after the variance (measured up
+//! to 1.7 ulp).
+//!
+//! # The slow path
 //!
 //! A rare slow path keeps the statistics in range: a sum of finite values that overflows, and a
 //! sum of squares that overflows or underflows (values near `1e300` or `1e-300`, or a constant
-//! row), are recomputed on the row scaled by a power of two, which is exact.
+//! row), are recomputed on the row scaled by a power of two, which is exact. Offset rows there
+//! take step 3' in the scaled coordinates (`rstd` is then `r` scaled back, exactly).
 
 use super::sum::{accumulate, compensated_sum, div_by_len, div_by_len_dd, two_sum, SHORT};
 use crate::float::Float;
@@ -36,16 +95,19 @@ pub(crate) fn exponent(v: f64) -> i32 {
     }
 }
 
-/// How a row is written: `y_i = ((x_i * scale - shift) / den) * post`.
+/// How a row is written: `y_i = (((x_i * scale - shift) - shift_lo) / den) * post`.
 ///
 /// On the fast path `scale = post = 1` and `shift` is the mean, so this is exactly
-/// `(x_i - mean) / s`. The slow path works on the row scaled by `scale = 2^k`.
+/// `(x_i - mean) / s`; offset rows (see the module doc) have `den = 1` and `post = rstd`, so
+/// that they are written as `((x_i - mean) - mean_lo) * rstd`. The slow path works on the row
+/// scaled by `scale = 2^k`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Plan {
     scale: f64,
     shift: f64,
-    /// What `shift` leaves out of the mean, subtracted too (`f32` rows: their mean's low part
-    /// can be the whole of a small output; 0 for `f64`, whose bits it would move).
+    /// What `shift` leaves out of the mean, subtracted too: on `f32` rows (their mean's low part
+    /// can be the whole of a small output) and on `f64` offset rows; 0 on other `f64` rows,
+    /// whose bits it would move.
     shift_lo: f64,
     den: f64,
     post: f64,
@@ -78,11 +140,13 @@ pub struct RowStats {
     /// What `mean` leaves out of the exact mean (0 where unknown: only on the rescaling slow
     /// path, which `f32` input reaches only for constant rows, whose mean is exact).
     pub(crate) mean_lo: f64,
-    /// The biased variance, correctly rounded (infinite if it exceeds the `f64` range).
+    /// The biased variance about `mean` (the rounded mean, as `moments` defines it), correctly
+    /// rounded (infinite if it exceeds the `f64` range).
     pub(crate) var: f64,
     /// What `var` leaves out (0 where unknown, as for `mean_lo`).
     pub(crate) var_lo: f64,
-    /// `1 / sqrt(var + eps)`; `+inf` for a constant row with `eps == 0`.
+    /// `1 / sqrt(var + eps)`; `+inf` for a constant row with `eps == 0`. On `f64` offset rows
+    /// the variance about the exact mean in place of `var`, and refined (see the module doc).
     pub(crate) rstd: f64,
     /// How to write the normalized row.
     pub(crate) plan: Plan,
@@ -139,8 +203,9 @@ pub(crate) fn row_stats<F: Float, const CENTER: bool>(x: &[F], eps: f64) -> RowS
         d * d
     });
     if (TINY..=HUGE).contains(&sq_hi) {
-        let shift_lo = if F::HAS_FAST { mean_lo } else { 0.0 };
-        return fast_stats((mean, mean_lo), shift_lo, sq_hi, sq_lo, n, eps);
+        let (var, var_lo) = div_by_len_dd(sq_hi, sq_lo, n);
+        let s = sqrt_sum(var, eps);
+        return fast_stats::<F, CENTER>((mean, mean_lo), (var, var_lo), s, eps);
     }
     scaled_row_stats::<F, CENTER>(x, mean, eps)
 }
@@ -157,33 +222,102 @@ pub(crate) fn sqrt_sum(var: f64, eps: f64) -> f64 {
     }
 }
 
-/// The statistics of a row whose sum of squares `sq_hi + sq_lo` is in range.
+/// The statistics of a row whose sum of squares is in range, from its mean `(mean, mean_lo)`,
+/// its variance about `mean`, `(var, var_lo)`, and `s = sqrt_sum(var, eps)`.
 #[inline(always)]
-fn fast_stats(
+fn fast_stats<F: Float, const CENTER: bool>(
     mean: (f64, f64),
-    shift_lo: f64,
-    sq_hi: f64,
-    sq_lo: f64,
-    n: usize,
+    var: (f64, f64),
+    s: f64,
     eps: f64,
 ) -> RowStats {
-    let (var, var_lo) = div_by_len_dd(sq_hi, sq_lo, n);
-    let s = sqrt_sum(var, eps);
-    let (mean, mean_lo) = mean;
+    let ((mean, mean_lo), (var, var_lo)) = (mean, var);
+    let (shift_lo, den, post, rstd) = if is_offset::<F, CENTER>(mean, var) {
+        let (den, post) = offset_plan(mean_lo, var, var_lo, eps);
+        (mean_lo, den, post, post / den)
+    } else {
+        (if F::HAS_FAST { mean_lo } else { 0.0 }, s, 1.0, 1.0 / s)
+    };
     RowStats {
         mean,
         mean_lo,
         var,
         var_lo,
-        rstd: 1.0 / s,
+        rstd,
         plan: Plan {
             scale: 1.0,
             shift: mean,
             shift_lo,
-            den: s,
-            post: 1.0,
+            den,
+            post,
         },
     }
+}
+
+/// Whether a row takes the offset arithmetic: an `f64` row (LayerNorm) whose mean exceeds its
+/// standard deviation, `mean^2 > var` (`var` about the rounded mean). Every other row keeps the
+/// operations it had before the offset arithmetic existed, and so its bits.
+#[inline(always)]
+fn is_offset<F: Float, const CENTER: bool>(mean: f64, var: f64) -> bool {
+    !F::HAS_FAST && CENTER && mean * mean > var
+}
+
+/// `(den, post)` of an offset row (see the module doc), which is shifted by its mean's low part
+/// `mean_lo` too: `(1, r)`, so that the row is written as `fl(fl(d_i - mean_lo) * r)`, with `r`
+/// the reciprocal square root of `V = var + var_lo - mean_lo^2 + eps` ([`rsqrt_dd`]). `V` is
+/// the variance about the exact mean plus `eps`, in double-double: `var + var_lo` is the mean
+/// square about the rounded mean, larger than the variance by the square of the mean's rounding
+/// error, `mean_lo^2`. Where `V` overflows (`eps` near `f64::MAX`), `(sqrt_sum(var, eps), 1)`.
+#[inline(never)]
+fn offset_plan(mean_lo: f64, var: f64, var_lo: f64, eps: f64) -> (f64, f64) {
+    let (v, v_lo) = two_sum(var, var_lo - mean_lo * mean_lo);
+    let (w, w_lo) = two_sum(v, eps);
+    let (w, w_lo) = two_sum(w, v_lo + w_lo);
+    if w > 0.0 && w.is_finite() {
+        (1.0, rsqrt_dd(w, w_lo))
+    } else {
+        (sqrt_sum(v, eps), 1.0)
+    }
+}
+
+/// Veltkamp's split: `a = hi + lo` with `hi` and `lo` of at most 26 significant bits each
+/// (`|a| < 2^996`, so that `a * (2^27 + 1)` does not overflow).
+#[inline(always)]
+fn split(a: f64) -> (f64, f64) {
+    let c = a * 134_217_729.0; // 2^27 + 1
+    let hi = c - (c - a);
+    (hi, a - hi)
+}
+
+/// Dekker's product: `p + e == a * b` exactly, `p = fl(a * b)`, without a fused multiply-add
+/// (a library call on the baseline target), barring overflow and underflow.
+#[inline(always)]
+fn two_prod(a: f64, b: f64) -> (f64, f64) {
+    let p = a * b;
+    let ((ah, al), (bh, bl)) = (split(a), split(b));
+    (p, ((ah * bh - p) + ah * bl + al * bh) + al * bl)
+}
+
+/// `1 / sqrt(hi + lo)` for a positive, finite `hi = fl(hi + lo)`, rounded once but for a
+/// relative error below `2^-100`: within `0.5 ulp + 2^-47 ulp` of the exact value.
+///
+/// `hi + lo` is scaled by `4^-j` into `[1, 4)` (exact; `lo` may lose bits below `2^-1074`,
+/// far below `2^-100` of the value), `r0 = fl(1 / fl(sqrt(hi)))` is within `3 u` of the exact
+/// root (`u = 2^-53`), and one Newton step `r = r0 - r0 * t / 2` with
+/// `t = (hi + lo) * r0^2 - 1` (evaluated with exact products; `|t| < 7 u`) leaves a relative
+/// error of `3 t^2 / 8`, about `2^-100`. The result is `r * 2^-j`, exact.
+#[inline(always)]
+fn rsqrt_dd(hi: f64, lo: f64) -> f64 {
+    debug_assert!(hi > 0.0 && hi.is_finite());
+    let j = exponent(hi) >> 1; // floor(e / 2): hi * 4^-j is in [1, 4)
+    let down = pow2(-j);
+    let (hi, lo) = (hi * down * down, lo * down * down);
+    let r0 = 1.0 / hi.sqrt();
+    let (p, p_lo) = two_prod(r0, r0);
+    let (q, q_lo) = two_prod(hi, p);
+    // hi * r0^2 + lo * r0^2 - 1, q - 1 exact (q is within 7 u of 1).
+    let t = ((q - 1.0) + q_lo) + (hi * p_lo + lo * p);
+    (r0 - r0 * (0.5 * t)) * pow2(-j)
 }
 
 /// Rows per batch of [`short_rows_stats`].
@@ -248,20 +382,8 @@ pub(crate) fn short_rows_stats<F: Float, const CENTER: bool>(
     }
     for (r, (out, row)) in out.iter_mut().zip(x.chunks_exact(n)).enumerate() {
         *out = if fast[r] {
-            RowStats {
-                mean: mean[r],
-                mean_lo: mean_lo[r],
-                var: var[r],
-                var_lo: var_lo[r],
-                rstd: 1.0 / s[r],
-                plan: Plan {
-                    scale: 1.0,
-                    shift: mean[r],
-                    shift_lo: if F::HAS_FAST { mean_lo[r] } else { 0.0 },
-                    den: s[r],
-                    post: 1.0,
-                },
-            }
+            let (mean, var) = ((mean[r], mean_lo[r]), (var[r], var_lo[r]));
+            fast_stats::<F, CENTER>(mean, var, s[r], eps)
         } else {
             row_stats::<F, CENTER>(row, eps)
         };
@@ -299,17 +421,17 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
     let unscale = pow2(-k);
     // The mean of the scaled row, rounded once at full precision: where the row is subnormal,
     // `mean` itself carries the coarse rounding of the subnormal range.
-    let shift = if CENTER {
+    let (shift, shift_lo) = if CENTER {
         let (hi, lo) = compensated_sum(x, |v| v * scale);
-        div_by_len(hi, lo, n)
+        div_by_len_dd(hi, lo, n)
     } else {
-        0.0
+        (0.0, 0.0)
     };
     let (sq_hi, sq_lo) = compensated_sum(x, |v| {
         let d = v * scale - shift;
         d * d
     });
-    let var_scaled = div_by_len(sq_hi, sq_lo, n);
+    let (var_scaled, var_scaled_lo) = div_by_len_dd(sq_hi, sq_lo, n);
     if var_scaled == 0.0 {
         // Every deviation is exactly zero (nonzero scaled deviations are at least ~2^-108, and
         // their squares do not underflow): a constant row (uncentred: an all-zero row). Its
@@ -333,36 +455,49 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
     }
     let var = var_scaled * unscale * unscale;
     let eps_scaled = eps * scale * scale;
+    // Offset rows (see the module doc) as on the fast path, in the scaled coordinates.
+    let offset = is_offset::<F, CENTER>(shift, var_scaled);
     if eps_scaled.is_finite() {
-        let den = sqrt_sum(var_scaled, eps_scaled);
+        let (shift_lo, den, post, rstd) = if offset {
+            let (den, post) = offset_plan(shift_lo, var_scaled, var_scaled_lo, eps_scaled);
+            (shift_lo, den, post, post / den * scale)
+        } else {
+            let den = sqrt_sum(var_scaled, eps_scaled);
+            (0.0, den, 1.0, scale / den)
+        };
         RowStats {
             mean,
             mean_lo: 0.0,
             var,
             var_lo: 0.0,
-            rstd: scale / den,
+            rstd,
             plan: Plan {
                 scale,
                 shift,
-                shift_lo: 0.0,
+                shift_lo,
                 den,
-                post: 1.0,
+                post,
             },
         }
     } else {
         // A tiny row and an epsilon so much larger than its variance (by a factor above 2^1000
         // / 16) that var + eps rounds to eps: y = (d * 2^k / sqrt(eps)) * 2^-k.
         let den = eps.sqrt();
+        let (shift_lo, rstd) = if offset {
+            (shift_lo, rsqrt_dd(eps, 0.0))
+        } else {
+            (0.0, 1.0 / den)
+        };
         RowStats {
             mean,
             mean_lo: 0.0,
             var,
             var_lo: 0.0,
-            rstd: 1.0 / den,
+            rstd,
             plan: Plan {
                 scale,
                 shift,
-                shift_lo: 0.0,
+                shift_lo,
                 den,
                 post: unscale,
             },
@@ -398,8 +533,8 @@ mod tests {
     }
 
     /// Every short row length, batches of 1, 7 and 64 rows, with a subnormal row and a constant
-    /// and an all-zero row (all three take the rescaling path): the batched statistics have the
-    /// bits of the row alone.
+    /// and an all-zero row (all three take the rescaling path) and offset rows: the batched
+    /// statistics have the bits of the row alone.
     fn check_batched_rows<const CENTER: bool>() {
         // Pseudo-random rows of every short length, with a few that leave the fast path.
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -421,6 +556,10 @@ mod tests {
                 }
                 if rows > 3 {
                     x[2 * n..3 * n].iter_mut().for_each(|v| *v = 0.0); // an all-zero row
+                }
+                // Offset rows (|mean| > std), which subtract the mean's low part.
+                for row in x.chunks_exact_mut(n).skip(4).step_by(3) {
+                    row.iter_mut().for_each(|v| *v += 1e9);
                 }
                 let mut batched = vec![RowStats::nan(); rows];
                 short_rows_stats::<_, CENTER>(&transpose_rows(&x, n), &x, 1e-5, &mut batched);
@@ -466,6 +605,147 @@ mod tests {
             .plan
             .apply(1.0)
             .is_nan());
+    }
+
+    #[test]
+    fn products_and_reciprocal_square_roots_in_double_double() {
+        // (1 + 2^-52)^2 = 1 + 2^-51 + 2^-104: the last term is the error of the product.
+        let a = 1.0 + f64::EPSILON;
+        assert_eq!(two_prod(a, a), (1.0 + 2.0 * f64::EPSILON, 2f64.powi(-104)));
+        assert_eq!(two_prod(3.0, -7.0), (-21.0, 0.0));
+        // Exact squares: 1 / sqrt(4^k) = 2^-k, at both ends of the range.
+        for k in [-511, -300, -1, 0, 1, 300, 511] {
+            assert_eq!(rsqrt_dd(pow2(2 * k), 0.0), pow2(-k), "4^{k}");
+        }
+        assert_eq!(rsqrt_dd(f64::from_bits(1), 0.0), 2f64.powi(537)); // 2^-1074
+        assert_eq!(rsqrt_dd(f64::from_bits(1 << 14), 0.0), 2f64.powi(530)); // 2^-1060
+                                                                            // Correctly rounded values (from 80-digit decimal arithmetic) where the plain
+                                                                            // fl(1 / fl(sqrt(hi))) is one ulp off.
+        assert_eq!(rsqrt_dd(3.7821316432340155, 0.0), 0.5141995348638035);
+        assert_eq!(rsqrt_dd(1.6662722088169637, 0.0), 0.7746883492365174);
+        // ... and where the low part decides the rounding.
+        assert_eq!(
+            rsqrt_dd(1.9038029785471369, -1.0413631035938176e-16),
+            0.7247512933173722
+        );
+        assert_eq!(
+            rsqrt_dd(3.0459464099049, 1.9049011310557563e-16),
+            0.5729792187593168
+        );
+        // The same, scaled by 4^300 and 4^-300: the result by 2^-300 and 2^300, exactly.
+        let (up, down) = (pow2(600), pow2(-600));
+        let (hi, lo) = (1.013985383749437, 9.842523150263211e-17);
+        assert_eq!(rsqrt_dd(hi * up, lo * up), 0.9930798102482739 * pow2(-300));
+        assert_eq!(
+            rsqrt_dd(hi * down, lo * down),
+            0.9930798102482739 * pow2(300)
+        );
+    }
+
+    /// Rows with `|mean| <= std` keep the plan and `rstd` of the one-rounded-mean arithmetic:
+    /// `(x - mean) / fl(sqrt(fl(var + eps)))` and `rstd = 1 / den`, bit for bit.
+    #[test]
+    fn centred_rows_keep_the_plan_of_the_rounded_mean() {
+        let rows: [&[f64]; 4] = [
+            &[0.5, -1.2, 3.3, 0.8, -0.5],
+            &[2.0, -0.7, 1.2, -3.5, 0.6],
+            &[1.0, 2.0, 3.0, -3.0], // mean 0.75, std 2.3
+            &[1.0, 3.0],            // mean 2, std 1: |mean| > std
+        ];
+        for (i, x) in rows.iter().enumerate() {
+            let s = row_stats::<_, true>(x, 1e-5);
+            let den = sqrt_sum(s.var, 1e-5);
+            if i < 3 {
+                assert_eq!(s.plan.shift_lo, 0.0, "{x:?}");
+                assert_eq!(s.plan.den.to_bits(), den.to_bits(), "{x:?}");
+                assert_eq!(s.rstd.to_bits(), (1.0 / den).to_bits(), "{x:?}");
+            } else {
+                // mean 2 is exact: the offset plan has a zero low part; it multiplies by the
+                // refined rstd.
+                assert_eq!((s.mean, s.mean_lo, s.var), (2.0, 0.0, 1.0));
+                let (v, v_lo) = two_sum(1.0, 1e-5);
+                assert_eq!(s.rstd, rsqrt_dd(v, v_lo));
+                assert_eq!(
+                    (s.plan.shift_lo, s.plan.den, s.plan.post),
+                    (0.0, 1.0, s.rstd)
+                );
+            }
+        }
+    }
+
+    /// An offset row whose mean is not an `f64`: `2^52 + {0, 1, 1}`, mean `2^52 + 2/3`, rounded
+    /// to `2^52 + 1` (low part `-1/3`); var `2/9` about the exact mean, `2/9 + 1/9 = 1/3` about
+    /// the rounded one. The plan subtracts the low part and multiplies by `1 / sqrt(2/9)`.
+    #[test]
+    fn offset_rows_subtract_the_low_part_and_use_the_variance_about_the_exact_mean() {
+        let big = 2f64.powi(52);
+        let s = row_stats::<_, true>(&[big, big + 1.0, big + 1.0], 0.0);
+        assert_eq!(s.mean, big + 1.0);
+        assert_eq!(s.mean_lo, -1.0 / 3.0);
+        assert_eq!(s.var, 1.0 / 3.0); // about the rounded mean, as moments() defines it
+        assert_eq!(s.plan.shift_lo, -1.0 / 3.0);
+        assert_eq!(s.rstd, 4.5f64.sqrt()); // 1 / sqrt(2/9), correctly rounded
+        assert_eq!((s.plan.den, s.plan.post), (1.0, s.rstd));
+        // y = (-2/3, 1/3, 1/3) / sqrt(2/9) = (-sqrt(2), 1/sqrt(2), 1/sqrt(2)).
+        assert!((s.plan.apply(big) + 2f64.sqrt()).abs() <= 2.0 * f64::EPSILON);
+        assert!((s.plan.apply(big + 1.0) - 0.5f64.sqrt()).abs() <= 2.0 * f64::EPSILON);
+        // The same row scaled to 2^1000 takes the rescaling path (its squares overflow): it is
+        // written as 1 + {0, 2^-52, 2^-52}, whose mean's low part is -2^-52 / 3, and its rstd
+        // is scaled exactly.
+        let up = 2f64.powi(948);
+        let s = row_stats::<_, true>(&[big * up, (big + 1.0) * up, (big + 1.0) * up], 0.0);
+        assert_eq!(s.plan.shift_lo, -1.0 / 3.0 * f64::EPSILON);
+        assert_eq!(s.rstd, 4.5f64.sqrt() * 2f64.powi(-948)); // 1 / (2^948 sqrt(2/9))
+        assert!((s.plan.apply(big * up) + 2f64.sqrt()).abs() <= 2.0 * f64::EPSILON);
+    }
+
+    /// Every compiled version (baseline, AVX2, AVX-512, as the processor has them) gives the
+    /// same bits on `f64` rows with and without an offset, short (statistics of many rows at
+    /// once) and long, with and without gamma and beta; the statistics too.
+    #[test]
+    fn every_instruction_set_gives_the_same_bits_on_offset_f64_rows() {
+        use crate::kernels::{normalize_rows, Isa};
+        let mut state = 0x5851_f42d_4c95_7f2du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let offsets = [0.0, 0.3, 1e3, -1e9, 1e12];
+        for n in [1, 2, 5, 17, 64, 65, 100, 1029] {
+            let rows = 70;
+            let x: Vec<f64> = (0..rows * n)
+                .map(|k| offsets[(k / n) % offsets.len()] + next())
+                .collect();
+            let g: Vec<f64> = (0..n).map(|_| next() * 4.0).collect();
+            let b: Vec<f64> = (0..n).map(|_| next()).collect();
+            for params in [(None, None), (Some(&g[..]), Some(&b[..]))] {
+                let run = |isa: Isa| {
+                    let mut y = vec![0.0f64; x.len()];
+                    let mut slots = vec![(0u64, 0u64); rows];
+                    normalize_rows::<f64, f64, _, true>(
+                        isa,
+                        &x,
+                        &mut y,
+                        n,
+                        1e-5,
+                        params.0,
+                        params.1,
+                        &mut slots,
+                        |s, r| {
+                            let st = r.stats();
+                            *s = (st.mean.to_bits(), st.rstd.to_bits());
+                        },
+                    );
+                    (y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), slots)
+                };
+                let base = run(Isa::Baseline);
+                for isa in Isa::available() {
+                    assert!(run(isa) == base, "{isa:?}, n = {n}");
+                }
+            }
+        }
     }
 
     #[test]

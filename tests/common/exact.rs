@@ -293,16 +293,15 @@ impl ExactRow {
         self.w.is_zero() && eps == 0.0
     }
 
-    /// `y_i = (x_i - mean) / sqrt(var + eps)` for every element, each within
-    /// `|y_i| * 2^-140` (so within `2^-130` for rows of up to `2^20` elements);
-    /// exact when it is 0, and whenever `rho` is dyadic.
-    pub fn normalized(&self, eps: f64) -> Vec<Approx> {
+    /// `rho = 2^exp / (n * sqrt(var + eps))` as `(s, k, exact)`: `s = floor(rho * 2^k)` with at
+    /// least [`RHO_BITS`] bits, and `exact` when `rho == s * 2^-k`. `None` when `var + eps == 0`.
+    fn rho(&self, eps: f64) -> Option<(BigInt, i64, bool)> {
         assert!(eps >= 0.0 && eps.is_finite(), "eps must be finite and >= 0");
-        let n = self.n();
         if self.var_eps_is_zero(eps) {
-            return vec![Approx::exact(Dyadic::zero()); self.len()];
+            return None;
         }
-        // y_i = D_i * rho with rho^2 = 1 / (W + eps * n^2 * 2^(-2 exp)) = 2^num_shift / den.
+        let n = self.n();
+        // rho^2 = 1 / (W + eps * n^2 * 2^(-2 exp)) = 2^num_shift / den.
         let eps = Dyadic::from_f64(eps);
         let (den, num_shift) = if eps.is_zero() {
             (self.w.clone(), 0)
@@ -324,6 +323,17 @@ impl ExactRow {
         let s = (&shifted / &den).sqrt();
         debug_assert!(s.bits() as i64 > RHO_BITS);
         let exact = &s * &s * &den == shifted; // rho == s * 2^-k
+        Some((s, k, exact))
+    }
+
+    /// `y_i = (x_i - mean) / sqrt(var + eps)` for every element, each within
+    /// `|y_i| * 2^-140` (so within `2^-130` for rows of up to `2^20` elements);
+    /// exact when it is 0, and whenever `rho` is dyadic.
+    pub fn normalized(&self, eps: f64) -> Vec<Approx> {
+        let Some((s, k, exact)) = self.rho(eps) else {
+            return vec![Approx::exact(Dyadic::zero()); self.len()];
+        };
+        let n = self.n();
         self.xs
             .iter()
             .map(|x| {
@@ -345,6 +355,26 @@ impl ExactRow {
                 }
             })
             .collect()
+    }
+
+    /// `rstd = 1 / sqrt(var + eps) = rho * n * 2^-exp`, within `rstd * 2^-140`; `None` when
+    /// `var + eps == 0` (the library reports `+inf`).
+    pub fn rstd(&self, eps: f64) -> Option<Approx> {
+        let (s, k, exact) = self.rho(eps)?;
+        let n = self.n();
+        let exp = -k - self.exp;
+        let err = if exact {
+            Dyadic::zero()
+        } else {
+            Dyadic {
+                mant: n.clone(),
+                exp,
+            }
+        };
+        Some(Approx {
+            approx: Dyadic { mant: n * s, exp },
+            err,
+        })
     }
 
     /// `z_i = y_i * gamma_i + beta_i` (missing gamma: ones; missing beta: zeros).
