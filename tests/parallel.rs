@@ -3,7 +3,7 @@
 #![cfg(feature = "rayon")]
 
 use ndarray::{s, Array, Array1, Array2, Array3, ArrayD, IxDyn};
-use ndarray_layernorm::{Float, LayerNorm, PARALLEL_MIN_ELEMENTS};
+use ndarray_layernorm::{Float, LayerNorm, RmsNorm, PARALLEL_MIN_ELEMENTS};
 use ndarray_rand::rand_distr::StandardNormal;
 use ndarray_rand::RandomExt;
 use rand::rngs::StdRng;
@@ -121,4 +121,77 @@ fn dynamic_dimension_inputs_run_in_parallel_too() {
     let one = pool(1).install(|| ln.forward(&x).unwrap());
     let two = pool(2).install(|| ln.forward(&x).unwrap());
     assert_eq!(bits(one), bits(two));
+}
+
+/// Rows that take every path of the forward kernels: `n = 5` (rows normalized eight at a time,
+/// and the rows after the last group of eight), 16 and 97 (lane sums, with and without a
+/// tail); among them offset rows (written in the pivot form, `|mean| * rstd > 2^18`), and rows
+/// that fail the fast path's bound and take the exact path (constant rows with `eps = 0`, and
+/// rows with a NaN).
+fn mixed_rows(rows: usize, n: usize, seed: u64) -> Array2<f32> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut x: Array2<f32> = Array::random_using((rows, n), StandardNormal, &mut rng);
+    for (i, mut row) in x.rows_mut().into_iter().enumerate() {
+        match i % 13 {
+            3 => row += 1e6,
+            7 => row.fill(2.5),
+            11 => row[n / 2] = f32::NAN,
+            _ => {}
+        }
+    }
+    x
+}
+
+/// Forward, in place, with statistics and RMSNorm of `x`, as bits.
+fn forward_bits(ln: &LayerNorm<f32>, rms: &RmsNorm<f32>, x: &Array2<f32>) -> Vec<Vec<u64>> {
+    let (y, stats) = ln.forward_with_stats(x).unwrap();
+    let mut inplace = x.clone();
+    ln.forward_inplace(&mut inplace).unwrap();
+    let (r, rstd) = rms.forward_with_stats(x).unwrap();
+    vec![
+        bits(ln.forward(x).unwrap()),
+        bits(y),
+        bits(stats.mean),
+        bits(stats.rstd),
+        bits(inplace),
+        bits(rms.forward(x).unwrap()),
+        bits(r),
+        bits(rstd),
+    ]
+}
+
+#[test]
+fn every_forward_path_gives_each_row_its_own_bits_on_any_thread_count() {
+    for (n, seed) in [(5, 11), (16, 12), (97, 13)] {
+        let rows = PARALLEL_MIN_ELEMENTS / n + 333;
+        let x = mixed_rows(rows, n, seed);
+        let ln = LayerNorm::<f32>::new(0.0)
+            .unwrap()
+            .with_gamma(Array1::linspace(0.5, 2.0, n))
+            .unwrap()
+            .with_beta(Array1::linspace(-1.0, 1.0, n))
+            .unwrap();
+        let rms = RmsNorm::<f32>::new(1e-5)
+            .unwrap()
+            .with_gamma(Array1::linspace(2.0, 0.5, n))
+            .unwrap();
+        let one = pool(1).install(|| forward_bits(&ln, &rms, &x));
+        for threads in [2, 3, 8] {
+            let many = pool(threads).install(|| forward_bits(&ln, &rms, &x));
+            assert!(one == many, "n = {n}: {threads} threads differ from one");
+        }
+        // Each row alone gets the bits it gets among the others (in any group of rows).
+        for i in [0, 3, 7, 8, 11, 12, rows - 1] {
+            let alone =
+                pool(1).install(|| forward_bits(&ln, &rms, &x.slice(s![i..i + 1, ..]).to_owned()));
+            for (k, (all, alone)) in one.iter().zip(&alone).enumerate() {
+                let per_row = all.len() / rows;
+                assert_eq!(
+                    &all[i * per_row..(i + 1) * per_row],
+                    &alone[..],
+                    "n = {n}, row {i}, output {k}"
+                );
+            }
+        }
+    }
 }
