@@ -165,6 +165,17 @@ impl FastStats {
     }
 }
 
+/// `x - p` (LayerNorm), or `x` itself (RMSNorm, where `p = 0` and `x - 0 == x` for every `x`,
+/// `-0.0` included, so skipping the subtraction changes no bit).
+#[inline(always)]
+pub(crate) fn shifted<const CENTER: bool>(x: f64, p: f64) -> f64 {
+    if CENTER {
+        x - p
+    } else {
+        x
+    }
+}
+
 /// Merges the lanes in a fixed pairwise tree: lane `j + w` into lane `j`, `w = 8, 4, 2, 1`.
 #[inline(always)]
 fn tree(mut s: [f64; LANES]) -> f64 {
@@ -190,7 +201,7 @@ pub(crate) fn row_stats_f32<S: Simd, const CENTER: bool>(x: &[f32], eps: f64) ->
         // Short rows: one accumulator each, in order.
         let (mut s1, mut s2) = (0.0, 0.0);
         for &v in x {
-            let d = f64::from(v) - p;
+            let d = shifted::<CENTER>(f64::from(v), p);
             if CENTER {
                 s1 += d;
             }
@@ -203,7 +214,7 @@ pub(crate) fn row_stats_f32<S: Simd, const CENTER: bool>(x: &[f32], eps: f64) ->
         let (chunks, tail) = x.as_chunks::<LANES>();
         S::lane_sums::<CENTER>(chunks, p, &mut s1, &mut s2);
         for (j, &v) in tail.iter().enumerate() {
-            let d = f64::from(v) - p;
+            let d = shifted::<CENTER>(f64::from(v), p);
             if CENTER {
                 s1[j] += d;
             }
@@ -238,7 +249,7 @@ pub(crate) fn short_group_stats<F: crate::float::Float, const CENTER: bool>(
     let (mut s1, mut s2) = ([0.0f64; GROUP], [0.0f64; GROUP]);
     for col in &xt[..n] {
         for r in 0..GROUP {
-            let d = col[r] - p[r];
+            let d = shifted::<CENTER>(col[r], p[r]);
             if CENTER {
                 s1[r] += d;
             }

@@ -100,8 +100,8 @@ impl Isa {
 /// shared by several versions would be compiled once, for the baseline). It also carries the
 /// few loops that LLVM does not vectorize well by itself, written with the set's intrinsics.
 pub trait Simd {
-    /// For every chunk `c` of `x`, in order, with `d = f64(c[j]) - p`: `s1[j] += d` (if
-    /// `CENTER`) and `s2[j] += d * d` (the product rounded, then the sum: no fused
+    /// For every chunk `c` of `x`, in order, with `d = f64(c[j]) - p` (`d = f64(c[j])` if not
+    /// `CENTER`, where `p = 0`): `s1[j] += d` (if `CENTER`) and `s2[j] += d * d` (the product rounded, then the sum: no fused
     /// multiply-add), for `j` in `0..16`. Every version performs exactly these operations on
     /// each lane.
     fn lane_sums<const CENTER: bool>(
@@ -124,7 +124,7 @@ impl Simd for Baseline {
     ) {
         for c in x {
             for j in 0..16 {
-                let d = f64::from(c[j]) - p;
+                let d = super::fast::shifted::<CENTER>(f64::from(c[j]), p);
                 if CENTER {
                     s1[j] += d;
                 }
@@ -157,7 +157,10 @@ impl Simd for Avx2 {
             let pv = _mm256_set1_pd(p);
             for c in x {
                 for k in 0..4 {
-                    let v = _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(c[4 * k..].as_ptr())), pv);
+                    let mut v = _mm256_cvtps_pd(_mm_loadu_ps(c[4 * k..].as_ptr()));
+                    if CENTER {
+                        v = _mm256_sub_pd(v, pv);
+                    }
                     if CENTER {
                         a[k] = _mm256_add_pd(a[k], v);
                     }
@@ -195,8 +198,10 @@ impl Simd for Avx512 {
             let pv = _mm512_set1_pd(p);
             for c in x {
                 for k in 0..2 {
-                    let v =
-                        _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(c[8 * k..].as_ptr())), pv);
+                    let mut v = _mm512_cvtps_pd(_mm256_loadu_ps(c[8 * k..].as_ptr()));
+                    if CENTER {
+                        v = _mm512_sub_pd(v, pv);
+                    }
                     if CENTER {
                         a[k] = _mm512_add_pd(a[k], v);
                     }
