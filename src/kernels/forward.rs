@@ -123,7 +123,7 @@ impl<F: Float, const CENTER: bool> Row<'_, F, CENTER> {
     /// rounding that narrowing to `F` adds of the exact value (see [`super::fast`]); on `f64`
     /// rows `rstd` is refined here, for callers that keep it
     /// ([`RowStats::recorded_rstd`]), and may differ from the one the row is written with.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn stats(&self) -> RowStats {
         match self.norm {
             RowNorm::Fast(s) => F::fast_recorded::<CENTER>(s, self.x, self.eps),

@@ -69,26 +69,28 @@
 //! differently. `f32` rows save the `rstd` they are written with, narrowed to `f32` (correctly
 //! rounded: see `super::fast`). `f64` rows save `1 / sqrt(V)`, `V` the variance about the exact
 //! mean plus `eps`, from one more pass over the (cache-resident) row: with `d_i = fl(x_i - mean)`
-//! the deviations of step 2, `e_i` the exact error of that subtraction (TwoSum) and
-//! `delta_i = e_i - mean_lo`, the deviation about the exact mean is `d_i + delta_i`, and
+//! the deviations of step 2, `e_i` the exact error of that subtraction (TwoSum) and `q_i` the
+//! exact error of `fl(d_i^2)` (Dekker's square, without a fused multiply-add),
 //!
 //! ```text
-//! n (V - eps) = sum fl(d_i^2) + sum (q_i + delta_i (2 d_i + delta_i)),
+//! n (V - eps) = sum fl(d_i^2) + sum (q_i + e_i (2 d_i + e_i)) - n mean_lo^2,
 //! ```
 //!
-//! `q_i` the exact error of `fl(d_i^2)` (Dekker's product, without a fused multiply-add). The
-//! first sum is `n (var + var_lo)`, already known; the second is compensated too (RMSNorm:
-//! `mean = mean_lo = 0`, `d_i = x_i`, only the `q_i`). To first order, with `u = 2^-53`:
+//! since `sum(x_i - mean) = n mean_lo`. The first sum is `n (var + var_lo)`, already known; the
+//! second is a plain sum in 8 fixed lanes (RMSNorm: `mean = mean_lo = 0`, `e_i = 0`). To first
+//! order, with `u = 2^-53`:
 //!
-//! * the compensated sums and `div_by_len_dd` leave a relative error of order `n u^2`;
-//! * `fl(delta_i)` and the correction terms round by about `3 u |delta_i| (2 |d_i| + |delta_i|)`
-//!   each, with `|delta_i| <= u |d_i| + |mean_lo|` and `|mean_lo| <= u |mean|`: at most about
-//!   `6 u^2 (1 + |mean| / std)` of `V`, relative;
+//! * the compensated sum of squares and `div_by_len_dd` leave a relative error of order `n u^2`;
+//! * the corrections are below `3 u d_i^2` each, so their rounding and their plain sum add at
+//!   most about `(n / 8 + 3) 3 u^2` of `V`, relative;
+//! * `mean_lo`, off by `err` (see "The error of an `f64` offset row"), moves `V` by
+//!   `2 |mean_lo| err` at most: a relative `2 u |mean| err / var`, third order in `u`, 0 where
+//!   the mean's partial sums are exact;
 //! * [`rsqrt_dd`] rounds `1 / sqrt(V)` within `0.5 + 2^-47` ulp.
 //!
-//! So the saved `rstd` is within `0.5 + 2^-13` ulp of the exact `1 / sqrt(var + eps)` for rows
-//! of up to `2^30` elements and `|mean| / std` up to `1e12` (correctly rounded but for values
-//! that close to a tie): measured at most 0.5000 ulp on centred, offset and RMSNorm rows
+//! So the saved `rstd` is within `0.5 + 2^-20` ulp of the exact `1 / sqrt(var + eps)` for rows
+//! of up to `2^30` elements, plus the `mean_lo` term on offset rows (correctly rounded but for
+//! values that close to a tie): measured at most 0.5000 ulp on centred, offset and RMSNorm rows
 //! (`tests/accuracy.rs`; it was up to 2.1 ulp on centred and RMSNorm rows, and 1.17 on random
 //! short rows with `|mean| > std`, with `fl(1 / s)` and `r`). Rows of the slow path (below) redo
 //! it with the same refinement in the scaled coordinates (`rstd` scaled back exactly); constant
@@ -206,16 +208,17 @@ impl RowStats {
     /// The `rstd` a caller saves for row `x` (the row these statistics are of) with epsilon
     /// `eps`: `rstd` itself on `f32` rows; on `f64` rows `1 / sqrt(V)` for `V` the variance
     /// about the exact mean plus `eps`, from the exact squares of the exact deviations, within
-    /// `0.5 + 2^-13` ulp of the exact value (see the module doc, "Saved `rstd`"). Only callers
+    /// `0.5 + 2^-20` ulp of the exact value (see the module doc, "Saved `rstd`"). Only callers
     /// that keep statistics pay for it: one more pass over the row (the slow path: the whole
-    /// slow path again). It never changes how the row is written.
-    #[inline(never)]
+    /// slow path again). It never changes how the row is written. Inlined, so that the pass
+    /// is compiled for the instruction set of the kernel that calls it (the same bits on each).
+    #[inline(always)]
     pub(crate) fn recorded_rstd<F: Float, const CENTER: bool>(&self, x: &[F], eps: f64) -> f64 {
         match self.saved {
             Saved::Rstd => self.rstd,
             Saved::Parts => {
                 let (mean, var) = ((self.mean, self.mean_lo), (self.var, self.var_lo));
-                refined_rstd(x, 1.0, mean, var, eps)
+                refined_rstd::<F, CENTER>(x, 1.0, mean, var, eps)
             }
             Saved::Rescaled => scaled_row_stats::<F, CENTER>(x, self.mean, eps, true).rstd,
         }
@@ -368,22 +371,47 @@ fn rsqrt_plan(var: f64, var_lo: f64, eps: f64) -> (f64, f64) {
 /// its mean `(m, m_lo)` (`(0, 0)` for RMSNorm) and its `(var, var_lo)`, the compensated mean of
 /// `fl(d_i^2)`, `d_i = fl(x_i * scale - m)` (see the module doc, "Saved `rstd`").
 ///
-/// The deviation about the exact mean is `d_i + delta_i`, `delta_i = e_i - m_lo` with `e_i`
-/// the exact error of `d_i`, so `sum((x_i - M)^2) = sum(fl(d_i^2)) + sum(c_i)` with
-/// `c_i = q_i + delta_i (2 d_i + delta_i)`, `q_i` the exact error of `fl(d_i^2)` (Dekker's
-/// product: no fused multiply-add). `sum(c_i)` is compensated too; the variance then has a
-/// relative error of order `n 2^-106`, and [`rsqrt_dd`] rounds its reciprocal square root.
-#[inline(never)]
-fn refined_rstd<F: Float>(x: &[F], scale: f64, mean: (f64, f64), var: (f64, f64), eps: f64) -> f64 {
+/// With `e_i` the exact error of `d_i` and `q_i` that of `fl(d_i^2)` (Dekker's square, without
+/// a fused multiply-add), `sum((x_i - m)^2) = sum(fl(d_i^2)) + sum(c_i)`,
+/// `c_i = q_i + e_i (2 d_i + e_i)`, and the variance about the exact mean is that over `n`
+/// minus `m_lo^2`. The `c_i` are below `3u d_i^2` each, so a plain sum in [`REFINE_LANES`]
+/// fixed lanes keeps them to `(n / 8 + 3) u` of their size: the variance has a relative error
+/// of order `n u^2` (`u = 2^-53`), and [`rsqrt_dd`] rounds its reciprocal square root.
+#[inline(always)]
+fn refined_rstd<F: Float, const CENTER: bool>(
+    x: &[F],
+    scale: f64,
+    mean: (f64, f64),
+    var: (f64, f64),
+    eps: f64,
+) -> f64 {
     let ((m, m_lo), (var, var_lo)) = (mean, var);
-    let (c, c_lo) = compensated_sum(x, |v| {
-        let (d, e) = two_sum(v * scale, -m);
-        let delta = e - m_lo;
-        two_prod(d, d).1 + delta * (d + d + delta)
-    });
-    let (den, post) = rsqrt_plan(var, var_lo + div_by_len(c, c_lo, x.len()), eps);
+    let term = |v: f64| {
+        let v = v * scale;
+        let (d, e) = if CENTER { two_sum(v, -m) } else { (v, 0.0) };
+        let (h, l) = split(d);
+        let q = ((h * h - d * d) + (h + h) * l) + l * l;
+        q + e * (d + d + e)
+    };
+    let mut acc = [0.0f64; REFINE_LANES];
+    let (chunks, tail) = x.as_chunks::<REFINE_LANES>();
+    for chunk in chunks {
+        for j in 0..REFINE_LANES {
+            acc[j] += term(chunk[j].wide());
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(tail) {
+        *a += term(v.wide());
+    }
+    let c = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    let lo = (var_lo - m_lo * m_lo) + c / x.len() as f64;
+    let (den, post) = rsqrt_plan(var, lo, eps);
     post / den
 }
+
+/// Independent accumulators of [`refined_rstd`]: element `i` goes to lane `i % 8`, so that the
+/// loop vectorizes without reordering anything, and the lanes are merged in a fixed order.
+const REFINE_LANES: usize = 8;
 
 /// Veltkamp's split: `a = hi + lo` with `hi` and `lo` of at most 26 significant bits each
 /// (`|a| < 2^996`, so that `a * (2^27 + 1)` does not overflow).
@@ -592,7 +620,7 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(
         };
         let rstd = if refine {
             let (mean, var) = ((shift, shift_lo), (var_scaled, var_scaled_lo));
-            refined_rstd(x, scale, mean, var, eps_scaled) * scale
+            refined_rstd::<F, CENTER>(x, scale, mean, var, eps_scaled) * scale
         } else {
             rstd
         };
