@@ -23,7 +23,7 @@ use common::harness::{
 };
 use common::tally::{assert_tallies, Tally};
 use ndarray::{Array1, Array2};
-use ndarray_layernorm::{moments, Float, LayerNorm};
+use ndarray_layernorm::{moments, Float, LayerNorm, RmsNorm};
 use num_bigint::BigInt;
 use num_rational::BigRational;
 use num_traits::ToPrimitive;
@@ -429,6 +429,104 @@ fn large_offset_f64_within_two_units() {
                 check_rstd(&mut r, &x, eps, F64_RSTD_ULPS);
             }
             tallies.extend([t, r]);
+        }
+    }
+    assert_tallies(&tallies);
+}
+
+/// Row lengths of the saved-`rstd` scenario: every length of the batched short path (`SHORT`
+/// in `src/kernels/sum.rs`), then longer rows (one compensated sum in 64 lanes each).
+fn rstd_lengths() -> impl Iterator<Item = usize> {
+    (1..=64).chain([65, 100, 768, 1029])
+}
+
+/// Checks the `rstd` that `LayerNorm` (`center`) or `RmsNorm` saves for every row of `x`
+/// against the exact `1 / sqrt(var + eps)` (RMSNorm: `1 / sqrt(mean(x^2) + eps)`, the exact
+/// `rstd` of the row `[x, -x]`, whose mean is exactly 0 and whose variance is `mean(x^2)`), in
+/// ulps of the exact value; rows with an exact `var + eps == 0` are skipped. LayerNorm rows go
+/// to `centred` where the exact `mean^2 <= var`, else to `offset`.
+fn check_saved_rstd(
+    tallies: (&mut Tally, &mut Tally),
+    x: &Array2<f64>,
+    eps: f64,
+    center: bool,
+    tol: f64,
+) {
+    let (centred, offset) = tallies;
+    let rstd = if center {
+        let layer = LayerNorm::new(eps).expect("valid layer");
+        layer
+            .forward_with_stats(x)
+            .expect("forward succeeds")
+            .1
+            .rstd
+    } else {
+        let layer = RmsNorm::new(eps).expect("valid layer");
+        layer.forward_with_stats(x).expect("forward succeeds").1
+    };
+    for (r, xr) in x.rows().into_iter().enumerate() {
+        let values = xr.to_vec();
+        let row = if center {
+            ExactRow::new(&values)
+        } else {
+            let mirrored: Vec<f64> = values
+                .iter()
+                .copied()
+                .chain(values.iter().map(|v| -v))
+                .collect();
+            ExactRow::new(&mirrored)
+        };
+        let Some(exact) = row.rstd(eps) else {
+            continue;
+        };
+        let tally = if !center || row.mean() * row.mean() <= row.var() {
+            &mut *centred
+        } else {
+            &mut *offset
+        };
+        tally.rows += 1;
+        let exact = exact.approx.to_rational();
+        let computed = rstd[r];
+        let units = ulp_units(computed, &exact, Format::F64);
+        tally.check(units, tol, || {
+            format!(
+                "saved rstd of row {r} (n = {}, eps = {eps:e}): computed {computed:?}, exact {:e}\n  row = {values:?}",
+                values.len(),
+                exact.to_f64().unwrap_or(f64::NAN),
+            )
+        });
+    }
+}
+
+/// The `rstd` saved by `forward_with_stats` of `f64` LayerNorm rows with `|mean| <= std` (and,
+/// in their own tally, the random rows with `|mean| > std`) and of `f64` RMSNorm rows, random
+/// `N(mu, sigma)` and uniform, every short length and some long ones, eps `1e-5` and 0: within
+/// 1 ulp of the exact `1 / sqrt(var + eps)` ([`F64_RSTD_ULPS`]).
+#[test]
+fn saved_rstd_f64_within_one_ulp() {
+    let mut rng = StdRng::seed_from_u64(53);
+    let mut tallies = Vec::new();
+    for center in [true, false] {
+        let layer = if center { "LayerNorm" } else { "RMSNorm" };
+        for eps in [1e-5, 0.0] {
+            for kind in [Kind::Normal, Kind::Uniform] {
+                let name = format!("f64 {layer} saved rstd, random {kind:?} eps {eps:e}");
+                let mut c = Tally::ulps(if center {
+                    format!("{name}, |mean| <= std")
+                } else {
+                    name.clone()
+                });
+                let mut o = Tally::ulps(format!("{name}, |mean| > std"));
+                for n in rstd_lengths() {
+                    let rows = if n <= 64 { 130 } else { 24 };
+                    let x = batch::<f64>(rows, n, || random_row(&mut rng, kind, n));
+                    check_saved_rstd((&mut c, &mut o), &x, eps, center, F64_RSTD_ULPS);
+                }
+                tallies.push(c);
+                if center {
+                    tallies.push(o);
+                }
+            }
         }
     }
     assert_tallies(&tallies);

@@ -14,7 +14,7 @@ use multiversion::multiversion;
 
 use super::fast::{short_group_stats, FastStats, Form, GROUP, LANES};
 use super::isa::{Isa, Kernel, Simd};
-use super::moments::{row_stats, short_rows_stats, transpose_rows, RowStats, BATCH};
+use super::moments::{row_stats, short_rows_stats, transpose_rows, RowStats, Saved, BATCH};
 use super::sum::SHORT;
 use crate::float::Float;
 
@@ -120,12 +120,18 @@ pub(crate) struct Row<'a, F, const CENTER: bool> {
 
 impl<F: Float, const CENTER: bool> Row<'_, F, CENTER> {
     /// The row's mean and `rstd` (and, from the exact path, its variance), each within the
-    /// rounding that narrowing to `F` adds of the exact value (see [`super::fast`]).
-    #[inline]
+    /// rounding that narrowing to `F` adds of the exact value (see [`super::fast`]); on `f64`
+    /// rows `rstd` is refined here, for callers that keep it
+    /// ([`RowStats::recorded_rstd`]), and may differ from the one the row is written with.
+    #[inline(always)]
     pub(crate) fn stats(&self) -> RowStats {
         match self.norm {
             RowNorm::Fast(s) => F::fast_recorded::<CENTER>(s, self.x, self.eps),
-            RowNorm::Exact(s) => *s,
+            RowNorm::Exact(s) => RowStats {
+                rstd: s.recorded_rstd::<F, CENTER>(self.x, self.eps),
+                saved: Saved::Rstd,
+                ..*s
+            },
         }
     }
 }

@@ -55,11 +55,47 @@
 //!
 //! Altogether `3.5 u |y_i|`, i.e. `1.75` units of `f64::EPSILON * max(1, |y_i|)` (`2.75` where
 //! deviations round), plus the `mean_lo` term, against the 2 units the tests assert on every
-//! row; they measure at most 1.27. `rstd` is within `0.5 + 0.5` ulp of `1 / sqrt(V)` (rounding,
-//! and `u/2` relative from the squares, at most half an ulp) plus `2^-47` ulp; measured 0.84.
-//! Centred rows keep the bound they had: `delta / s` at most half a unit, and the roundings of
-//! steps 2 and 3; their `rstd = fl(1 / s)` rounds three times after the variance (measured up
-//! to 1.7 ulp).
+//! row; they measure at most 1.27. The `r` the row is written with is within `0.5 + 0.5` ulp
+//! of `1 / sqrt(V)` (rounding, and `u/2` relative from the squares, at most half an ulp) plus
+//! `2^-47` ulp. Centred rows keep the bound they had: `delta / s` at most half a unit, and the
+//! roundings of steps 2 and 3 (`fl(1 / s)`, their `rstd` field, rounds three times after the
+//! variance: up to 2.1 ulp measured). Neither is the `rstd` a caller saves (next section).
+//!
+//! # Saved `rstd`
+//!
+//! The `rstd` that `forward_with_stats` returns (LayerNorm and RMSNorm) is computed only there,
+//! when the kernels hand a row's statistics to the caller (`Row::stats` calls
+//! [`RowStats::recorded_rstd`]), so that `forward` pays nothing for it and no row is written
+//! differently. `f32` rows save the `rstd` they are written with, narrowed to `f32` (correctly
+//! rounded: see `super::fast`). `f64` rows save `1 / sqrt(V)`, `V` the variance about the exact
+//! mean plus `eps`, from one more pass over the (cache-resident) row: with `d_i = fl(x_i - mean)`
+//! the deviations of step 2, `e_i` the exact error of that subtraction (TwoSum) and `q_i` the
+//! exact error of `fl(d_i^2)` (Dekker's square, without a fused multiply-add),
+//!
+//! ```text
+//! n (V - eps) = sum fl(d_i^2) + sum (q_i + e_i (2 d_i + e_i)) - n mean_lo^2,
+//! ```
+//!
+//! since `sum(x_i - mean) = n mean_lo`. The first sum is `n (var + var_lo)`, already known; the
+//! second is a plain sum in 8 fixed lanes (RMSNorm: `mean = mean_lo = 0`, `e_i = 0`). To first
+//! order, with `u = 2^-53`:
+//!
+//! * the compensated sum of squares and `div_by_len_dd` leave a relative error of order `n u^2`;
+//! * the corrections are below `3 u d_i^2` each, so their rounding and their plain sum add at
+//!   most about `(n / 8 + 3) 3 u^2` of `V`, relative;
+//! * `mean_lo`, off by `err` (see "The error of an `f64` offset row"), moves `V` by
+//!   `2 |mean_lo| err` at most: a relative `2 u |mean| err / var`, third order in `u`, 0 where
+//!   the mean's partial sums are exact;
+//! * [`rsqrt_dd`] rounds `1 / sqrt(V)` within `0.5 + 2^-47` ulp.
+//!
+//! So the saved `rstd` is within `0.5 + 2^-20` ulp of the exact `1 / sqrt(var + eps)` for rows
+//! of up to `2^30` elements, plus the `mean_lo` term on offset rows (correctly rounded but for
+//! values that close to a tie): measured at most 0.5000 ulp on centred, offset and RMSNorm rows
+//! (`tests/accuracy.rs`; it was up to 2.1 ulp on centred and RMSNorm rows, and 1.17 on random
+//! short rows with `|mean| > std`, with `fl(1 / s)` and `r`). Rows of the slow path (below) redo
+//! it with the same refinement in the scaled coordinates (`rstd` scaled back exactly); constant
+//! rows save [`rsqrt_dd`]`(eps)` (`+inf` for `eps == 0`). Only where `var + eps` overflows
+//! (`eps` near `f64::MAX`) is it `1 / sqrt_sum(var, eps)`, three roundings.
 //!
 //! # The slow path
 //!
@@ -147,9 +183,46 @@ pub struct RowStats {
     pub(crate) var_lo: f64,
     /// `1 / sqrt(var + eps)`; `+inf` for a constant row with `eps == 0`. On `f64` offset rows
     /// the variance about the exact mean in place of `var`, and refined (see the module doc).
+    /// The value a caller saves is [`RowStats::recorded_rstd`].
     pub(crate) rstd: f64,
     /// How to write the normalized row.
     pub(crate) plan: Plan,
+    /// How [`RowStats::recorded_rstd`] gets the `rstd` a caller saves.
+    pub(crate) saved: Saved,
+}
+
+/// Where the `rstd` that `forward_with_stats` saves comes from (see the module doc, "Saved
+/// `rstd`").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Saved {
+    /// `rstd` itself: `f32` rows (narrowed to `f32` by the caller) and rows without statistics.
+    Rstd,
+    /// Refined from `mean`, `mean_lo`, `var`, `var_lo` and one more pass over the row: `f64`
+    /// rows of the fast path.
+    Parts,
+    /// Refined from the rescaled row, recomputed: `f64` rows of the rescaling slow path.
+    Rescaled,
+}
+
+impl RowStats {
+    /// The `rstd` a caller saves for row `x` (the row these statistics are of) with epsilon
+    /// `eps`: `rstd` itself on `f32` rows; on `f64` rows `1 / sqrt(V)` for `V` the variance
+    /// about the exact mean plus `eps`, from the exact squares of the exact deviations, within
+    /// `0.5 + 2^-20` ulp of the exact value (see the module doc, "Saved `rstd`"). Only callers
+    /// that keep statistics pay for it: one more pass over the row (the slow path: the whole
+    /// slow path again). It never changes how the row is written. Inlined, so that the pass
+    /// is compiled for the instruction set of the kernel that calls it (the same bits on each).
+    #[inline(always)]
+    pub(crate) fn recorded_rstd<F: Float, const CENTER: bool>(&self, x: &[F], eps: f64) -> f64 {
+        match self.saved {
+            Saved::Rstd => self.rstd,
+            Saved::Parts => {
+                let (mean, var) = ((self.mean, self.mean_lo), (self.var, self.var_lo));
+                refined_rstd::<F, CENTER>(x, 1.0, mean, var, eps)
+            }
+            Saved::Rescaled => scaled_row_stats::<F, CENTER>(x, self.mean, eps, true).rstd,
+        }
+    }
 }
 
 impl RowStats {
@@ -171,6 +244,7 @@ impl RowStats {
             var_lo: 0.0,
             rstd: f64::NAN,
             plan: Plan::nan(),
+            saved: Saved::Rstd,
         }
     }
 }
@@ -207,7 +281,7 @@ pub(crate) fn row_stats<F: Float, const CENTER: bool>(x: &[F], eps: f64) -> RowS
         let s = sqrt_sum(var, eps);
         return fast_stats::<F, CENTER>((mean, mean_lo), (var, var_lo), s, eps);
     }
-    scaled_row_stats::<F, CENTER>(x, mean, eps)
+    scaled_row_stats::<F, CENTER>(x, mean, eps, false)
 }
 
 /// `fl(sqrt(fl(var + eps)))`, also where `var + eps` overflows (a variance near the top of the
@@ -251,6 +325,11 @@ fn fast_stats<F: Float, const CENTER: bool>(
             den,
             post,
         },
+        saved: if F::HAS_FAST {
+            Saved::Rstd
+        } else {
+            Saved::Parts
+        },
     }
 }
 
@@ -270,7 +349,14 @@ fn is_offset<F: Float, const CENTER: bool>(mean: f64, var: f64) -> bool {
 /// error, `mean_lo^2`. Where `V` overflows (`eps` near `f64::MAX`), `(sqrt_sum(var, eps), 1)`.
 #[inline(never)]
 fn offset_plan(mean_lo: f64, var: f64, var_lo: f64, eps: f64) -> (f64, f64) {
-    let (v, v_lo) = two_sum(var, var_lo - mean_lo * mean_lo);
+    rsqrt_plan(var, var_lo - mean_lo * mean_lo, eps)
+}
+
+/// `(1, 1 / sqrt(var + var_lo + eps))` with [`rsqrt_dd`], the sum in double-double; where it
+/// overflows (`eps` near `f64::MAX`), `(sqrt_sum(fl(var + var_lo), eps), 1)`.
+#[inline(always)]
+fn rsqrt_plan(var: f64, var_lo: f64, eps: f64) -> (f64, f64) {
+    let (v, v_lo) = two_sum(var, var_lo);
     let (w, w_lo) = two_sum(v, eps);
     let (w, w_lo) = two_sum(w, v_lo + w_lo);
     if w > 0.0 && w.is_finite() {
@@ -279,6 +365,53 @@ fn offset_plan(mean_lo: f64, var: f64, var_lo: f64, eps: f64) -> (f64, f64) {
         (sqrt_sum(v, eps), 1.0)
     }
 }
+
+/// The saved `rstd` of a row of the fast path (`scale == 1`) or of the rescaling slow path
+/// (`x` scaled by `scale`, `eps` by `scale^2`; the result is in the scaled coordinates), from
+/// its mean `(m, m_lo)` (`(0, 0)` for RMSNorm) and its `(var, var_lo)`, the compensated mean of
+/// `fl(d_i^2)`, `d_i = fl(x_i * scale - m)` (see the module doc, "Saved `rstd`").
+///
+/// With `e_i` the exact error of `d_i` and `q_i` that of `fl(d_i^2)` (Dekker's square, without
+/// a fused multiply-add), `sum((x_i - m)^2) = sum(fl(d_i^2)) + sum(c_i)`,
+/// `c_i = q_i + e_i (2 d_i + e_i)`, and the variance about the exact mean is that over `n`
+/// minus `m_lo^2`. The `c_i` are below `3u d_i^2` each, so a plain sum in [`REFINE_LANES`]
+/// fixed lanes keeps them to `(n / 8 + 3) u` of their size: the variance has a relative error
+/// of order `n u^2` (`u = 2^-53`), and [`rsqrt_dd`] rounds its reciprocal square root.
+#[inline(always)]
+fn refined_rstd<F: Float, const CENTER: bool>(
+    x: &[F],
+    scale: f64,
+    mean: (f64, f64),
+    var: (f64, f64),
+    eps: f64,
+) -> f64 {
+    let ((m, m_lo), (var, var_lo)) = (mean, var);
+    let term = |v: f64| {
+        let v = v * scale;
+        let (d, e) = if CENTER { two_sum(v, -m) } else { (v, 0.0) };
+        let (h, l) = split(d);
+        let q = ((h * h - d * d) + (h + h) * l) + l * l;
+        q + e * (d + d + e)
+    };
+    let mut acc = [0.0f64; REFINE_LANES];
+    let (chunks, tail) = x.as_chunks::<REFINE_LANES>();
+    for chunk in chunks {
+        for j in 0..REFINE_LANES {
+            acc[j] += term(chunk[j].wide());
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(tail) {
+        *a += term(v.wide());
+    }
+    let c = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    let lo = (var_lo - m_lo * m_lo) + c / x.len() as f64;
+    let (den, post) = rsqrt_plan(var, lo, eps);
+    post / den
+}
+
+/// Independent accumulators of [`refined_rstd`]: element `i` goes to lane `i % 8`, so that the
+/// loop vectorizes without reordering anything, and the lanes are merged in a fixed order.
+const REFINE_LANES: usize = 8;
 
 /// Veltkamp's split: `a = hi + lo` with `hi` and `lo` of at most 26 significant bits each
 /// (`|a| < 2^996`, so that `a * (2^27 + 1)` does not overflow).
@@ -405,8 +538,22 @@ fn mean_of_huge_row<F: Float>(x: &[F]) -> f64 {
 /// (`k` clamped to `[-1000, 1000]`, enough for every finite `f64`), which brings every
 /// non-negligible squared deviation into range. Uncentred rows (RMSNorm) also come here with a
 /// NaN or an infinity, which no mean has caught.
+///
+/// With `refine` (only from [`RowStats::recorded_rstd`], on `f64` rows), `rstd` is the saved
+/// one (see the module doc, "Saved `rstd`"); the rest is the same.
 #[cold]
-fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) -> RowStats {
+fn scaled_row_stats<F: Float, const CENTER: bool>(
+    x: &[F],
+    mean: f64,
+    eps: f64,
+    refine: bool,
+) -> RowStats {
+    // What the saved rstd of this row is: refined later, from the row, for f64 rows.
+    let saved = if F::HAS_FAST || refine {
+        Saved::Rstd
+    } else {
+        Saved::Rescaled
+    };
     let n = x.len();
     if !CENTER && x.iter().any(|v| !v.wide().is_finite()) {
         return RowStats::nan();
@@ -438,12 +585,17 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
         // output is exactly zero; with eps == 0 the divisor is +inf rather than 0, which
         // defines 0 / 0 as 0 (and makes the input gradient of the row 0 as well).
         let den = if eps > 0.0 { eps.sqrt() } else { f64::INFINITY };
+        let rstd = if refine && eps > 0.0 {
+            rsqrt_dd(eps, 0.0)
+        } else {
+            1.0 / eps.sqrt()
+        };
         return RowStats {
             mean,
             mean_lo: 0.0,
             var: 0.0,
             var_lo: 0.0,
-            rstd: 1.0 / eps.sqrt(),
+            rstd,
             plan: Plan {
                 scale: 1.0,
                 shift: mean,
@@ -451,6 +603,7 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
                 den,
                 post: 1.0,
             },
+            saved,
         };
     }
     let var = var_scaled * unscale * unscale;
@@ -465,6 +618,12 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
             let den = sqrt_sum(var_scaled, eps_scaled);
             (0.0, den, 1.0, scale / den)
         };
+        let rstd = if refine {
+            let (mean, var) = ((shift, shift_lo), (var_scaled, var_scaled_lo));
+            refined_rstd::<F, CENTER>(x, scale, mean, var, eps_scaled) * scale
+        } else {
+            rstd
+        };
         RowStats {
             mean,
             mean_lo: 0.0,
@@ -478,6 +637,7 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
                 den,
                 post,
             },
+            saved,
         }
     } else {
         // A tiny row and an epsilon so much larger than its variance (by a factor above 2^1000
@@ -485,6 +645,8 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
         let den = eps.sqrt();
         let (shift_lo, rstd) = if offset {
             (shift_lo, rsqrt_dd(eps, 0.0))
+        } else if refine {
+            (0.0, rsqrt_dd(eps, 0.0))
         } else {
             (0.0, 1.0 / den)
         };
@@ -501,6 +663,7 @@ fn scaled_row_stats<F: Float, const CENTER: bool>(x: &[F], mean: f64, eps: f64) 
                 den,
                 post: unscale,
             },
+            saved,
         }
     }
 }
@@ -569,6 +732,9 @@ mod tests {
                     assert_eq!(got.var.to_bits(), alone.var.to_bits());
                     assert_eq!(got.rstd.to_bits(), alone.rstd.to_bits());
                     assert_eq!(got.plan, alone.plan);
+                    assert_eq!(got.saved, alone.saved);
+                    let saved = |s: &RowStats| s.recorded_rstd::<_, CENTER>(row, 1e-5).to_bits();
+                    assert_eq!(saved(got), saved(&alone));
                 }
             }
         }
@@ -640,6 +806,54 @@ mod tests {
             rsqrt_dd(hi * down, lo * down),
             0.9930798102482739 * pow2(300)
         );
+    }
+
+    /// The saved `rstd` is refined from the row without touching the plan: on the fast path
+    /// from the statistics and the row, on the rescaling path from the rescaled row, so that a
+    /// row scaled by `2^k` (which moves it to the slow path) has its saved `rstd` scaled by
+    /// `2^-k`, exactly; constant rows save `1 / sqrt(eps)` correctly rounded.
+    #[test]
+    fn saved_rstd_is_refined_lazily_and_scales_exactly() {
+        fn check<const CENTER: bool>(x: &[f64]) {
+            let s = row_stats::<_, CENTER>(x, 0.0);
+            assert_eq!(s.saved, Saved::Parts);
+            let r = s.recorded_rstd::<_, CENTER>(x, 0.0);
+            // Within an ulp of the two-rounding value (the accuracy tests hold it to 0.5 ulp
+            // of the exact one).
+            assert!((r - s.rstd).abs() <= s.rstd * f64::EPSILON, "{x:?}");
+            for k in [-600, 600] {
+                let xs: Vec<f64> = x.iter().map(|v| v * pow2(k)).collect();
+                let t = row_stats::<_, CENTER>(&xs, 0.0);
+                assert_eq!(t.saved, Saved::Rescaled, "{k}");
+                assert_eq!(t.plan.apply(xs[0]), s.plan.apply(x[0]), "{k}");
+                assert_eq!(t.recorded_rstd::<_, CENTER>(&xs, 0.0), r * pow2(-k), "{k}");
+            }
+        }
+        for x in [
+            &[0.5f64, -1.2, 3.3, 0.8, -0.5][..],
+            &[2.0, -0.7, 1.2, -3.5, 0.6, 0.1, -0.3],
+            &[1.0, 3.0], // an offset row
+        ] {
+            check::<true>(x);
+            check::<false>(x);
+        }
+        for eps in [1e-5, 0.1, 3.0] {
+            let s = row_stats::<_, true>(&[0.25f64; 7], eps);
+            assert_eq!(s.saved, Saved::Rescaled);
+            assert_eq!(s.rstd, 1.0 / eps.sqrt());
+            assert_eq!(
+                s.recorded_rstd::<_, true>(&[0.25; 7], eps),
+                rsqrt_dd(eps, 0.0)
+            );
+        }
+        let s = row_stats::<_, true>(&[0.25f64; 7], 0.0);
+        assert_eq!(s.recorded_rstd::<_, true>(&[0.25; 7], 0.0), f64::INFINITY);
+        // f32 rows save the rstd they were computed with (narrowed by the caller).
+        let x = [0.5f32, -1.25, 3.5];
+        let s = row_stats::<_, true>(&x, 1e-5);
+        assert_eq!(s.saved, Saved::Rstd);
+        assert_eq!(s.recorded_rstd::<_, true>(&x, 1e-5), s.rstd);
+        assert_eq!(RowStats::nan().saved, Saved::Rstd);
     }
 
     /// Rows with `|mean| <= std` keep the plan and `rstd` of the one-rounded-mean arithmetic:
