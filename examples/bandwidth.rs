@@ -4,7 +4,13 @@
 //! cargo run --release --example bandwidth                 # full table, ~2-4 minutes
 //! cargo run --release --example bandwidth -- --quick      # fewer shapes and repetitions, < 1 minute
 //! cargo run --release --features rayon --example bandwidth -- --threads 2  # two threads
+//! cargo run --release --example bandwidth -- --backward   # backward passes only, more shapes
 //! ```
+//!
+//! `--backward` (combinable with `--quick` and `--threads`) measures only the backward passes
+//! (`LayerNorm::backward`, `backward_with_stats`, and the same two of `RmsNorm`, all with gamma;
+//! LayerNorm also with beta) on the shapes of [`BACKWARD_ONLY`], and prints the time per call
+//! next to each ratio.
 //!
 //! # What it measures
 //!
@@ -96,6 +102,13 @@ const FULL_BACKWARD: &[Shape] = BACKWARD_SHAPES;
 const QUICK_RMS: &[Shape] = &[shape(32, 768), shape(4096, 768)];
 const QUICK_RESIDUAL: &[Shape] = &[shape(4096, 768)];
 const QUICK_BACKWARD: &[Shape] = &[shape(4096, 768)];
+/// `--backward`: the backward shapes of the speed issue (small, medium, short rows, long rows).
+const BACKWARD_ONLY: &[Shape] = &[
+    shape(32, 768),
+    shape(4096, 768),
+    shape(65536, 64),
+    shape(8192, 1024),
+];
 
 /// How long and how often to time.
 #[derive(Clone, Copy)]
@@ -175,10 +188,20 @@ struct Row {
 
 impl Row {
     fn print(&self) {
+        self.print_with(false)
+    }
+
+    /// The line, with the time per call of the operation and of its baseline if `times`.
+    fn print_with(&self, times: bool) {
         let gbs = self.bytes as f64 / self.op_time / 1e9;
         let copy = self.bytes as f64 / self.copy_time / 1e9;
+        let extra = if times {
+            format!(" {:.1} | {:.1} |", self.op_time * 1e6, self.copy_time * 1e6)
+        } else {
+            String::new()
+        };
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.2} |{extra}",
             self.op,
             self.ty,
             self.shape,
@@ -259,16 +282,25 @@ where
     ]
 }
 
-/// Backward (statistics recomputed, and saved) of one shape against the three-array baseline.
-fn backward_rows<F: Float>(s: Shape, ty: &'static str, cfg: Config, th: &Threads) -> Vec<Row>
+/// Backward (statistics recomputed, and saved) of one shape against the three-array baseline,
+/// and (`with_rms`) the same two for RMSNorm.
+fn backward_rows<F: Float>(
+    s: Shape,
+    ty: &'static str,
+    cfg: Config,
+    th: &Threads,
+    with_rms: bool,
+) -> Vec<Row>
 where
     StandardNormal: Distribution<F>,
 {
     let x = s.input::<F>(1);
     let dy = s.input::<F>(4);
     let ln = affine::<F>(s.cols);
+    let rms = rms_affine::<F>(s.cols);
     let (_, stats) = ln.forward_with_stats(&x).expect("valid input");
-    let (x, dy, stats) = (&x, &dy, &stats);
+    let (_, rstd) = rms.forward_with_stats(&x).expect("valid input");
+    let (x, dy, stats, rstd) = (&x, &dy, &stats, &rstd);
 
     let mut cases = vec![
         Case::new(|| drop(black_box(th.add_fresh(black_box(x), black_box(dy))))),
@@ -278,6 +310,15 @@ where
             drop(black_box(g.expect("valid")));
         }),
     ];
+    if with_rms {
+        cases.push(Case::new(|| {
+            drop(black_box(rms.backward(black_box(x), dy).expect("valid")))
+        }));
+        cases.push(Case::new(|| {
+            let g = rms.backward_with_stats(black_box(x), rstd, dy);
+            drop(black_box(g.expect("valid")));
+        }));
+    }
     measure(&mut cases, cfg);
 
     let bytes = 3 * s.len() * std::mem::size_of::<F>();
@@ -289,10 +330,15 @@ where
         op_time,
         copy_time: cases[0].best,
     };
-    vec![
+    let mut rows = vec![
         row("backward", cases[1].best),
         row("backward_with_stats", cases[2].best),
-    ]
+    ];
+    if with_rms {
+        rows.push(row("rms_backward", cases[3].best));
+        rows.push(row("rms_backward_with_stats", cases[4].best));
+    }
+    rows
 }
 
 /// RmsNorm (with gamma) of one shape: fresh output, into an existing array and in place, with
@@ -447,18 +493,21 @@ fn add_fresh_1<F: Float>(x: &Array2<F>, dy: &Array2<F>) -> Array2<F> {
 
 struct Args {
     quick: bool,
+    backward: bool,
     threads: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
+        backward: false,
         threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--backward" => args.backward = true,
             "--threads" => {
                 let n = it.next().ok_or("--threads needs a number")?;
                 args.threads = Some(parse_threads(&n)?);
@@ -469,7 +518,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: cargo run --release [--features rayon] --example bandwidth \
-                     [-- --threads N] [--quick]\n(--threads N with N > 1 needs --features rayon)"
+                     [-- --threads N] [--quick] [--backward]\n(--threads N with N > 1 needs --features rayon)"
                 );
                 std::process::exit(0);
             }
@@ -526,6 +575,20 @@ fn main() {
         cfg.reps,
         cfg.target.as_millis()
     );
+    if args.backward {
+        println!("| op | type | shape | GB/s | copy GB/s | ratio | µs | copy µs |");
+        println!("|---|---|---|---:|---:|---:|---:|---:|");
+        for &s in BACKWARD_ONLY {
+            for row in th.install(|| backward_rows::<f32>(s, "f32", cfg, &th, true)) {
+                row.print_with(true);
+            }
+            for row in th.install(|| backward_rows::<f64>(s, "f64", cfg, &th, true)) {
+                row.print_with(true);
+            }
+        }
+        eprintln!("bandwidth: done in {:.0} s", start.elapsed().as_secs_f64());
+        return;
+    }
     println!("| op | type | shape | GB/s | copy GB/s | ratio |");
     println!("|---|---|---|---:|---:|---:|");
 
@@ -558,10 +621,10 @@ fn main() {
         }
     }
     for &s in backward_shapes {
-        for row in th.install(|| backward_rows::<f32>(s, "f32", cfg, &th)) {
+        for row in th.install(|| backward_rows::<f32>(s, "f32", cfg, &th, false)) {
             row.print();
         }
-        for row in th.install(|| backward_rows::<f64>(s, "f64", cfg, &th)) {
+        for row in th.install(|| backward_rows::<f64>(s, "f64", cfg, &th, false)) {
             row.print();
         }
     }
