@@ -10,13 +10,13 @@ use ndarray::{Array, ArrayD, ArrayRef, Dimension, IxDyn};
 
 use crate::driver::{
     fold_row_blocks, for_each_row_mut, for_each_row_mut_pair, for_each_row_pair, for_each_row_quad,
-    fresh_row_pair, rows_by_len,
+    fresh_row_pair, rows_by_len, ROW_BLOCK,
 };
 use crate::error::{Error, Param};
 use crate::float::Float;
 use crate::kernels::{
-    backward_row, normalize_rows, normalize_rows_inplace, residual_rows, residual_rows_inplace,
-    BackwardScratch, ColumnSums, Isa, ParamSums, Row, RowPlan,
+    normalize_rows, normalize_rows_inplace, residual_rows, residual_rows_inplace, BackwardBlock,
+    BackwardScratch, BlockSums, ColumnParts, ColumnSums, Isa, Row, RowPlan,
 };
 use crate::outputs::Gradients;
 use crate::validate;
@@ -300,66 +300,79 @@ impl<F: Float> Core<F> {
     }
 
     /// The gradients for a checked `x` and a `dy` of its shape, with `plan(i)` giving the
-    /// statistics of row `i`. Each block of rows sums the parameter gradients into its own
-    /// compensated column sums, and the blocks are merged in block order.
+    /// statistics of row `i`. Each block of rows leaves its sums of the parameter gradients
+    /// (`hi + lo` per column) in its own part of one buffer, and the parts are merged in block
+    /// order, so that the result does not depend on the number of threads.
     pub(crate) fn backward<const CENTER: bool, D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
         dy: &ArrayRef<F, D>,
         plan: impl Fn(usize) -> RowPlan + Sync,
     ) -> Gradients<F, D> {
-        let (_, n) = rows_by_len(x.shape(), self.axes);
+        let (rows, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
         let mut input = Array::zeros(x.raw_dim());
-        let new_sums = |present: bool| present.then(|| ColumnSums::new(n));
-        let mut gamma_total = new_sums(gamma.is_some());
-        let mut beta_total = new_sums(beta.is_some());
+        // Per block: gamma's hi and lo, then beta's, n values each (whether the layer has the
+        // parameter or not, so that the kernel's loop has the same shape either way).
+        let width = 4 * n;
+        let blocks = rows.div_ceil(ROW_BLOCK);
+        let mut parts = vec![0.0f64; blocks * width.max(1)];
+        let ones = if gamma.is_none() && F::HAS_FAST {
+            vec![F::one(); n]
+        } else {
+            Vec::new()
+        };
+        let isa = Isa::best();
         fold_row_blocks(
             x,
             dy,
             &mut input,
             self.axes,
-            |first_row, x, dy, dx| {
-                let mut gamma_sums = new_sums(gamma.is_some());
-                let mut beta_sums = new_sums(beta.is_some());
-                let mut scratch = BackwardScratch::new(n);
-                if n > 0 {
-                    let rows = x.chunks_exact(n).zip(dy.chunks_exact(n));
-                    for (r, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(n)).enumerate() {
-                        let sums = ParamSums {
-                            gamma: gamma_sums.as_mut(),
-                            beta: beta_sums.as_mut(),
-                        };
-                        let plan = plan(first_row + r);
-                        backward_row::<F, CENTER>(x, dy, dx, plan, gamma, &mut scratch, sums);
-                    }
+            (&mut parts, width),
+            |first_row, x, dy, dx, part, scratch: &mut BackwardScratch<F::Wide>| {
+                let (g, b) = part.split_at_mut(2 * n);
+                fn columns(p: &mut [f64], n: usize) -> ColumnParts<'_> {
+                    let (hi, lo) = p.split_at_mut(n);
+                    ColumnParts { hi, lo }
                 }
-                (gamma_sums, beta_sums)
-            },
-            |(gamma_part, beta_part)| {
-                merge(&mut gamma_total, gamma_part);
-                merge(&mut beta_total, beta_part);
+                let sums = BlockSums {
+                    gamma: columns(g, n),
+                    beta: columns(b, n),
+                    has_gamma: gamma.is_some(),
+                    has_beta: beta.is_some(),
+                };
+                isa.run(BackwardBlock::<F, _, CENTER> {
+                    x,
+                    dy,
+                    dx,
+                    n,
+                    plan: |r| plan(first_row + r),
+                    gamma,
+                    ones: &ones,
+                    sums,
+                    scratch,
+                });
             },
         );
-        // The sums, in the shape of the parameter they belong to.
-        let finish = |sums: Option<ColumnSums>, like: &Option<ArrayD<F>>| {
-            let shape = like.as_ref().map(|p| p.raw_dim());
-            sums.zip(shape).map(|(s, shape)| {
-                ArrayD::from_shape_vec(shape, s.finish::<F>())
+        // The block sums, merged in block order, in the shape of their parameter.
+        let total = |offset: usize, like: &Option<ArrayD<F>>| {
+            like.as_ref().map(|p| {
+                let mut sums = ColumnSums::new(n);
+                if width > 0 {
+                    for part in parts.chunks_exact(width) {
+                        let (hi, lo) = part[offset..offset + 2 * n].split_at(n);
+                        sums.merge(hi, lo);
+                    }
+                }
+                ArrayD::from_shape_vec(p.raw_dim(), sums.finish::<F>())
                     .expect("one sum per element of the parameter")
             })
         };
         Gradients {
             input,
-            gamma: finish(gamma_total, &self.gamma),
-            beta: finish(beta_total, &self.beta),
+            gamma: total(0, &self.gamma),
+            beta: total(2 * n, &self.beta),
         }
     }
 }
 
-/// Merges a block's sums into the total, in block order.
-fn merge(total: &mut Option<ColumnSums>, part: Option<ColumnSums>) {
-    if let (Some(total), Some(part)) = (total, part) {
-        total.merge(&part);
-    }
-}

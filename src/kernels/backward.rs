@@ -8,7 +8,7 @@ use super::wide::Wide;
 use crate::float::private::Sealed;
 use crate::float::Float;
 
-/// Compensated per-column sums over rows (one `hi + lo` pair per column).
+/// Compensated per-column sums over rows (one `hi + lo` pair per column): the totals.
 #[derive(Debug, Clone)]
 pub(crate) struct ColumnSums {
     hi: Vec<f64>,
@@ -24,20 +24,11 @@ impl ColumnSums {
         }
     }
 
-    /// Adds the value `hi_i + lo_i` of the `i`-th item to column `i`.
-    #[inline(always)]
-    fn add_parts(&mut self, values: impl ExactSizeIterator<Item = (f64, f64)>) {
-        debug_assert_eq!(values.len(), self.hi.len());
-        for ((hi, lo), (v_hi, v_lo)) in self.hi.iter_mut().zip(&mut self.lo).zip(values) {
-            accumulate(hi, lo, v_hi);
-            *lo += v_lo;
-        }
-    }
-
-    /// Adds the sums `part` (of a later block of rows) into these.
-    pub(crate) fn merge(&mut self, part: &ColumnSums) {
-        debug_assert_eq!(self.hi.len(), part.hi.len());
-        let parts = part.hi.iter().zip(&part.lo);
+    /// Adds the sums `hi_j + lo_j` (of a later block of rows) into these.
+    pub(crate) fn merge(&mut self, hi: &[f64], lo: &[f64]) {
+        debug_assert_eq!(self.hi.len(), hi.len());
+        debug_assert_eq!(self.lo.len(), lo.len());
+        let parts = hi.iter().zip(lo);
         for ((t_hi, t_lo), (hi, lo)) in self.hi.iter_mut().zip(&mut self.lo).zip(parts) {
             let (s, e) = two_sum(*t_hi, *hi);
             *t_hi = s;
@@ -55,12 +46,40 @@ impl ColumnSums {
     }
 }
 
+/// The per-column sums of one block of rows, `hi + lo` per column, in a buffer of the caller.
+#[derive(Debug)]
+pub(crate) struct ColumnParts<'a> {
+    pub(crate) hi: &'a mut [f64],
+    pub(crate) lo: &'a mut [f64],
+}
+
+impl ColumnParts<'_> {
+    /// Adds the value `hi_i + lo_i` of the `i`-th item to column `i`, with compensation.
+    #[inline(always)]
+    fn add_parts(&mut self, values: impl ExactSizeIterator<Item = (f64, f64)>) {
+        debug_assert_eq!(values.len(), self.hi.len());
+        for ((hi, lo), (v_hi, v_lo)) in self.hi.iter_mut().zip(self.lo.iter_mut()).zip(values) {
+            accumulate(hi, lo, v_hi);
+            *lo += v_lo;
+        }
+    }
+
+    /// The same sums, borrowed for a shorter time.
+    #[inline(always)]
+    pub(crate) fn reborrow(&mut self) -> ColumnParts<'_> {
+        ColumnParts {
+            hi: self.hi,
+            lo: self.lo,
+        }
+    }
+}
+
 /// The running sums of the parameter gradients of one block of rows.
 pub(crate) struct ParamSums<'a> {
     /// `sum over rows of dy * xhat`, if the layer has gamma.
-    pub(crate) gamma: Option<&'a mut ColumnSums>,
+    pub(crate) gamma: Option<ColumnParts<'a>>,
     /// `sum over rows of dy`, if the layer has beta.
-    pub(crate) beta: Option<&'a mut ColumnSums>,
+    pub(crate) beta: Option<ColumnParts<'a>>,
 }
 
 /// Where the backward pass of a row takes its statistics from.
@@ -79,7 +98,7 @@ pub(crate) enum RowPlan {
     },
 }
 
-/// Buffers of one row, reused from row to row.
+/// Buffers of one row, reused from row to row (empty until a row needs them).
 pub(crate) struct BackwardScratch<W> {
     xhat: Vec<W>,
     g: Vec<W>,
@@ -87,14 +106,13 @@ pub(crate) struct BackwardScratch<W> {
     lo: Vec<f64>,
 }
 
-impl<W> BackwardScratch<W> {
-    /// Empty buffers for rows of length `n`.
-    pub(crate) fn new(n: usize) -> Self {
+impl<W> Default for BackwardScratch<W> {
+    fn default() -> Self {
         BackwardScratch {
-            xhat: Vec::with_capacity(n),
-            g: Vec::with_capacity(n),
-            hi: Vec::with_capacity(n),
-            lo: Vec::with_capacity(n),
+            xhat: Vec::new(),
+            g: Vec::new(),
+            hi: Vec::new(),
+            lo: Vec::new(),
         }
     }
 }
@@ -271,10 +289,10 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
         let poisoned = !finite(dy) || gamma.is_some_and(|w| !finite(w));
         let value = if poisoned { F::nan() } else { F::zero() };
         dx.iter_mut().for_each(|v| *v = value);
-        if let Some(acc) = sums.beta {
+        if let Some(mut acc) = sums.beta {
             acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
         }
-        if let Some(acc) = sums.gamma {
+        if let Some(mut acc) = sums.gamma {
             // dy * xhat with xhat = 0: a NaN or an infinity in dy still gives NaN.
             acc.add_parts(dy.iter().map(|v| (v.wide() * 0.0, 0.0)));
         }
@@ -314,14 +332,14 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
             }
         }
     }
-    if let Some(acc) = sums.gamma {
+    if let Some(mut acc) = sums.gamma {
         acc.add_parts(
             dy.iter()
                 .zip(xhat)
                 .map(|(d, xh)| W::<F>::of(d.wide()).mul(*xh).parts()),
         );
     }
-    if let Some(acc) = sums.beta {
+    if let Some(mut acc) = sums.beta {
         acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
     }
 }

@@ -1,0 +1,409 @@
+//! The fast backward pass of an `f32` row: plain `f64` sums, accepted where an a-posteriori
+//! bound shows that they meet the accuracy contract, and otherwise left to the exact path
+//! ([`super::backward::backward_row`]).
+//!
+//! # The method
+//!
+//! Every `f32` input widens exactly to `f64`, and so does every product `g_i = dy_i * gamma_i`
+//! (24 + 24 significant bits). With a pivot `p` (LayerNorm recomputing its statistics: `p =
+//! x_0`; with saved statistics: `p` = the saved mean; RMSNorm: `p = 0`), one pass computes, in
+//! `f64`, `d_i = x_i - p` and the sums
+//!
+//! ```text
+//! S1 = sum d_i,   S2 = sum d_i^2,   G = sum g_i,   P = sum g_i d_i,   gmax = max |g_i|
+//! ```
+//!
+//! element `i` into lane `i % LANES` (`LANES = 8`), then the lanes in a fixed pairwise tree.
+//! Then (`n` the row length; hats on computed values are dropped where no confusion arises):
+//!
+//! * statistics recomputed: `a = S1 / n` (LayerNorm; 0 for RMSNorm), `q = S2 / n`,
+//!   `var = q - a^2` (RMSNorm: `q`), `v = var + eps`, `R = 1 / sqrt(v)`, `M = p + a`;
+//!   saved statistics: `a = 0`, `M = p`, `R` = the saved `rstd`;
+//! * `MG = G / n` (LayerNorm; 0 for RMSNorm), `c = P - a G`, `MGX = (c / n) R`;
+//!
+//! and a second pass writes, for every element,
+//!
+//! ```text
+//! XH_i = (x_i - M) R,   DX_i = ((g_i - MG) - XH_i MGX) R   (rounded once to f32)
+//! ```
+//!
+//! and adds `dy_i XH_i` to the `dgamma` partial sum of its column (a plain `f64` sum over the
+//! rows of a block; the blocks are merged with compensation, see `Core::backward`). These are
+//! the formulas of the exact path with `mean(g) = MG` and `mean(g xhat) = MGX`. The operations
+//! are the same in every instruction set (no fused multiply-add; a fixed order), so every
+//! version gives the same bits.
+//!
+//! # The bound
+//!
+//! Let `u = 2^-53` and `h = ceil(n / LANES) + log2(LANES)`, the largest number of additions any
+//! term goes through. The exact values are `mu` (mean; 0 for RMSNorm), `r = 1 / sqrt(var +
+//! eps)` (or the saved `rstd`, taken as exact with the saved mean: the contract of
+//! `backward_with_stats` is relative to the statistics it is given), `xhat_i = (x_i - mu) r`,
+//! `mg = mean(g)`, `mgx = mean(g xhat)` and `dx_i = (g_i - mg - xhat_i mgx) r`. Every bound
+//! below is first order in `u`; the factor `1.01` in each covers the higher-order terms, since
+//! every relative error involved is below `2^-20` where a row is accepted (Higham, *Accuracy
+//! and Stability of Numerical Algorithms*, 2nd ed., eq. 4.4, for the sums in a tree of depth
+//! `h`: `|S^ - S| <= gamma_h sum |terms|`).
+//!
+//! 1. The statistics (recomputed). As in `super::fast` (the forward pass, with the same `S1`,
+//!    `S2` and depth `h`): `|v^ - (var + eps)| <= C q + 2.1 u v^` with `C = 1.01 (3h + 10) u`,
+//!    so `R = r (1 + rho)` with `|rho| <= rho_R = 1.01 ((C q / v^ + 2.1 u) / 2 + 2 u)` (the
+//!    square root halves the relative error and adds `u`, the reciprocal adds `u`). The shift
+//!    `a` is within `E_a = 1.02 (h + 3) u sqrt(q) + u |a|` of `mu - p`, so `M` is within
+//!    `E_M = 1.01 (E_a + u |M|)` of `mu`. Saved statistics and RMSNorm: `a = 0` exactly,
+//!    `E_a = E_M = 0`; saved: `rho_R = 0`.
+//! 2. `xhat`: `XH_i = (x_i - mu - delta) (1 + t1) r (1 + rho) (1 + t2)` with `|delta| <= E_M`,
+//!    `|t1|, |t2| <= u`, so `|XH_i - xhat_i| <= rho_x |xhat_i| + eps_x` with
+//!    `rho_x = 1.01 (rho_R + 2u)` and `eps_x = 1.01 E_M R`.
+//! 3. `mean(g)`: the `g_i` are exact, so `|G^ - G| <= gamma_h sum |g_i| <= h u n gmax` and
+//!    `|MG - mg| <= E_mg = 1.01 h u gmax + u |MG|` (0 for RMSNorm).
+//! 4. `mean(g xhat) = r (P - (mu - p) G) / n`, with `P` exact in `P = sum g_i (x_i - p)`. The
+//!    terms `g_i d^_i` carry two roundings (`d_i`, the product), so
+//!    `|P^ - P| <= 1.01 (h + 2) u sum |g_i d_i| <= 1.01 (h + 2) u gmax sqrt(n S2)`
+//!    (Cauchy-Schwarz); `a^ G^ - (mu - p) G = a^ (G^ - G) + (a^ - (mu - p)) G` is within
+//!    `n gmax (|a| h u + E_a)`; the product `a G` and the subtraction round by `u |a G|` and
+//!    `u |c|`. Altogether `|c - n r^-1 mgx| <= E_c = 1.01 ((h + 2) u gmax sqrt(n S2) +
+//!    n gmax (|a| h u + E_a) + u |a G| + u |c|)`, and
+//!    `|MGX - mgx| <= E_mgx = 1.01 (E_c R / n + (rho_R + 2u) |MGX|)`.
+//! 5. `dx`: `g_i - MG` is off by `E_mg + u (|g_i| + |MG|)`; `XH_i MGX` by
+//!    `|XH_i| ((rho_x + u) |MGX| + E_mgx) + eps_x |MGX|` (items 2 and 4, and its rounding);
+//!    their difference rounds by `u |T_i|`, and the product with `R` adds `rho_R + u`:
+//!
+//!    ```text
+//!    |DX_i - dx_i| <= alpha + beta |g_i| + gam |XH_i| + delta |DX_i|,
+//!    alpha = 1.01 R (E_mg + u |MG| + eps_x |MGX|),   beta = 1.01 R u,
+//!    gam   = 1.01 R ((rho_x + u) |MGX| + E_mgx),     delta = 1.01 (rho_R + 2u).
+//!    ```
+//!
+//! A row takes the fast path only where
+//!
+//! ```text
+//! v^ > 0 (recomputed), every constant above finite, delta <= TOL / 2, eps_x <= TOL / 4,
+//! and, for every element, alpha + beta |g_i| + gam |XH_i| <= (TOL / 2) max(1, |DX_i|),
+//! ```
+//!
+//! with `TOL = 2^-30`, all written so that a NaN fails them (a NaN or an infinity anywhere in
+//! the row makes a sum, and so a constant, non-finite). Where it is taken, `DX_i` is within
+//! `TOL max(1, |DX_i|)` of the exact `dx_i`, and after its rounding to `f32` the result is
+//! within `0.5 + 2^-6` units of `f32::EPSILON * max(1, |dx_i|)`, against the contract's 4.
+//! The per-element test is what catches cancellation: where `dx_i` is tiny next to its terms
+//! (`dy = c x` makes every `dx_i` almost 0), `gam |XH_i|` and `alpha` are relative to the terms
+//! and exceed `TOL max(1, |DX_i|)` unless the terms themselves are below about `2^30 u^-1 / h`
+//! times `max(1, |dx_i|)`, and the row is then redone on the exact path.
+//!
+//! The row-level part of the test (everything but the last line) also bounds `xhat`, on which
+//! `dgamma` depends, and is decided before the second pass: a row that passes it gives
+//! `XH_i` within `rho_x |xhat_i| + eps_x` of `xhat_i`, with `rho_x <= TOL / 2` and
+//! `eps_x <= TOL / 4`; of `eps_x`, the part `1.01 u |M| R` is the rounding of the mean to
+//! `f64`, which the exact path has too. Such a row adds `dy_i XH_i` to `dgamma` even if its
+//! `dx` is then redone on the exact path (which then adds nothing more). A row that fails it is
+//! left to the exact path whole.
+//!
+//! `dbeta` does not depend on the path: every row adds its `dy` to compensated (TwoSum) column
+//! sums, as before.
+
+use super::backward::{backward_row, BackwardScratch, ColumnParts, ParamSums, RowPlan};
+use super::isa::{backward_element, Kernel, Simd};
+use super::sum::accumulate;
+use crate::float::Float;
+
+/// Independent accumulators of each sum: element `i` of a row goes to lane `i % LANES`.
+const LANES: usize = 8;
+/// `log2(LANES)`: the depth of the tree that merges the lanes.
+const TREE: usize = 3;
+/// `u = 2^-53`, the unit roundoff of `f64`.
+const U: f64 = f64::EPSILON / 2.0;
+/// The accepted error of `DX_i`, relative to `max(1, |DX_i|)`: `2^-30`.
+const TOL: f64 = 1.0 / (1u64 << 30) as f64;
+
+/// The sums of the first pass (see the module doc).
+struct Sums {
+    s1: f64,
+    s2: f64,
+    g: f64,
+    p: f64,
+    gmax: f64,
+    dmax: f64,
+}
+
+/// Merges the lanes in a fixed pairwise tree: lane `j + w` into lane `j`, `w = 4, 2, 1`.
+#[inline(always)]
+fn tree(mut s: [f64; LANES]) -> f64 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for j in 0..w {
+            s[j] += s[j + w];
+        }
+        w /= 2;
+    }
+    s[0]
+}
+
+/// The first pass over a row with pivot `p` (`w` is gamma, or ones), lanes through
+/// [`Simd::backward_sums`] and the tail element by element, into the first lanes.
+#[inline(always)]
+fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f64) -> Sums {
+    let mut acc = [[0.0f64; LANES]; 6];
+    let (xc, xt) = x.as_chunks::<LANES>();
+    let (dc, dt) = dy.as_chunks::<LANES>();
+    let (wc, wt) = w.as_chunks::<LANES>();
+    S::backward_sums::<CENTER>(xc, dc, wc, p, &mut acc);
+    for (j, ((&vx, &vd), &vw)) in xt.iter().zip(dt).zip(wt).enumerate() {
+        backward_element::<CENTER>(&mut acc, j, (vx, vd, vw), p);
+    }
+    let [s1, s2, g, pp, gm, dm] = acc;
+    let max = |m: [f64; LANES]| m.into_iter().fold(0.0f64, |a, v| if v > a { v } else { a });
+    Sums {
+        s1: tree(s1),
+        s2: tree(s2),
+        g: tree(g),
+        p: tree(pp),
+        gmax: max(gm),
+        dmax: max(dm),
+    }
+}
+
+/// The constants of a row that passed the row-level test (see the module doc).
+#[derive(Debug, Clone, Copy)]
+struct Consts {
+    m: f64,
+    r: f64,
+    mg: f64,
+    mgx: f64,
+    alpha: f64,
+    beta: f64,
+    gam: f64,
+    /// Whether every element passes its test (`alpha + beta gmax + gam XHMAX <= TOL / 2`), so
+    /// that the second pass need not test them.
+    all: bool,
+}
+
+/// The first pass and the row-level test: the constants of the row, or `None` where the row
+/// goes to the exact path whole.
+#[inline(always)]
+fn row_consts<S: Simd, const CENTER: bool>(
+    x: &[f32],
+    dy: &[f32],
+    w: &[f32],
+    plan: RowPlan,
+) -> Option<Consts> {
+    let n = x.len();
+    if n == 0 || (!CENTER && n == 1) {
+        // RMSNorm rows of one element have their own closed form on the exact path.
+        return None;
+    }
+    let (p, saved) = match plan {
+        RowPlan::Recompute(_) if CENTER => (f64::from(x[0]), None),
+        RowPlan::Recompute(_) => (0.0, None),
+        RowPlan::Saved { mean, rstd, .. } => (if CENTER { mean } else { 0.0 }, Some(rstd)),
+    };
+    let s = row_sums::<S, CENTER>(x, dy, w, p);
+    let nf = n as f64;
+    let h = (n.div_ceil(LANES) + TREE) as f64;
+    let q = s.s2 / nf;
+    // Item 1 of the bound: a, E_a, M, E_M, R, rho_R.
+    let (a, e_a, m, e_m, r, rho_r) = match (plan, saved) {
+        (RowPlan::Recompute(eps), _) => {
+            let (a, var) = if CENTER {
+                let a = s.s1 / nf;
+                (a, q - a * a)
+            } else {
+                (0.0, q)
+            };
+            let v = var + eps;
+            if !(v > 0.0) {
+                return None;
+            }
+            let r = 1.0 / v.sqrt();
+            let c = 1.01 * (3.0 * h + 10.0) * U;
+            let rho_r = 1.01 * ((c * q / v + 2.1 * U) / 2.0 + 2.0 * U);
+            if CENTER {
+                let e_a = 1.02 * (h + 3.0) * U * q.sqrt() + U * a.abs();
+                let m = p + a;
+                (a, e_a, m, 1.01 * (e_a + U * m.abs()), r, rho_r)
+            } else {
+                (0.0, 0.0, 0.0, 0.0, r, rho_r)
+            }
+        }
+        (_, Some(rstd)) => (0.0, 0.0, p, 0.0, rstd, 0.0),
+        (_, None) => unreachable!("a saved plan has a saved rstd"),
+    };
+    // Item 2: rho_x, eps_x.
+    let rho_x = 1.01 * (rho_r + 2.0 * U);
+    let eps_x = 1.01 * e_m * r;
+    // Item 3: MG, E_mg.
+    let (mg, e_mg) = if CENTER {
+        let mg = s.g / nf;
+        (mg, 1.01 * h * U * s.gmax + U * mg.abs())
+    } else {
+        (0.0, 0.0)
+    };
+    // Item 4: c, E_c, MGX, E_mgx.
+    let ag = a * s.g;
+    let c = s.p - ag;
+    let e_c = 1.01
+        * ((h + 2.0) * U * s.gmax * (nf * s.s2).sqrt()
+            + nf * s.gmax * (a.abs() * h * U + e_a)
+            + U * ag.abs()
+            + U * c.abs());
+    let mgx = (c / nf) * r;
+    let e_mgx = 1.01 * (e_c * r / nf + (rho_r + 2.0 * U) * mgx.abs());
+    // Item 5.
+    let alpha = 1.01 * r * (e_mg + U * mg.abs() + eps_x * mgx.abs());
+    let beta = 1.01 * r * U;
+    let gam = 1.01 * r * ((rho_x + U) * mgx.abs() + e_mgx);
+    let delta = 1.01 * (rho_r + 2.0 * U);
+    let finite = |v: f64| v.abs() < f64::INFINITY;
+    let ok = [m, r, mg, mgx, alpha, beta, gam].into_iter().all(finite)
+        && delta <= TOL / 2.0
+        && eps_x <= TOL / 4.0;
+    // |XH_i| <= (|d_i| + |a| + u |M|) R (1 + 4u): d_i and M carry one rounding each.
+    let xh_max = 1.01 * (s.dmax + a.abs() + U * m.abs()) * r;
+    let all = alpha + beta * s.gmax + gam * xh_max <= TOL / 2.0;
+    ok.then_some(Consts {
+        m,
+        r,
+        mg,
+        mgx,
+        alpha,
+        beta,
+        gam,
+        all,
+    })
+}
+
+/// The second pass: writes `dx`, adds `dy * XH` to `dgamma` (if `DG`) and `dy` to `dbeta`
+/// (`hi + lo`, with compensation, if `DB`); whether every element passed its test (tested
+/// only if `CHECK`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn write_row<F: Float, const DG: bool, const DB: bool, const CHECK: bool>(
+    x: &[F],
+    dy: &[F],
+    w: &[F],
+    dx: &mut [F],
+    k: &Consts,
+    dgamma: &mut [f64],
+    (beta_hi, beta_lo): (&mut [f64], &mut [f64]),
+) -> bool {
+    let half_tol = TOL / 2.0;
+    let mut ok = true;
+    let items = x.iter().zip(dy).zip(w).zip(dx.iter_mut());
+    let sums = dgamma.iter_mut().zip(beta_hi.iter_mut()).zip(beta_lo.iter_mut());
+    for ((((&x, &dy), &w), out), ((sg, bh), bl)) in items.zip(sums) {
+        let xh = (x.wide() - k.m) * k.r;
+        let dyw = dy.wide();
+        let g = dyw * w.wide();
+        let d = ((g - k.mg) - xh * k.mgx) * k.r;
+        *out = F::narrow(d);
+        if CHECK {
+            let e = k.alpha + k.beta * g.abs() + k.gam * xh.abs();
+            let a = d.abs();
+            let scale = if a > 1.0 { a } else { 1.0 };
+            ok &= e <= half_tol * scale;
+        }
+        if DG {
+            *sg += dyw * xh;
+        }
+        if DB {
+            accumulate(bh, bl, dyw);
+        }
+    }
+    ok
+}
+
+/// The per-block sums of the parameter gradients: `hi` and `lo` of each column, for both
+/// parameters whether the layer has them or not (`has_gamma`, `has_beta`).
+pub(crate) struct BlockSums<'a> {
+    /// `dgamma`.
+    pub(crate) gamma: ColumnParts<'a>,
+    /// `dbeta`.
+    pub(crate) beta: ColumnParts<'a>,
+    pub(crate) has_gamma: bool,
+    pub(crate) has_beta: bool,
+}
+
+/// The backward pass of a block of rows of length `n`: `dx` for every row, and the rows'
+/// contributions to the block's parameter sums. `f32` rows take the fast path where its bound
+/// holds (see the module doc); every other row the exact path.
+pub(crate) struct BackwardBlock<'a, F: Float, P, const CENTER: bool> {
+    pub(crate) x: &'a [F],
+    pub(crate) dy: &'a [F],
+    pub(crate) dx: &'a mut [F],
+    pub(crate) n: usize,
+    /// The plan of row `r` of the block.
+    pub(crate) plan: P,
+    pub(crate) gamma: Option<&'a [F]>,
+    /// `n` ones, standing in for gamma where the layer has none (`f32` only).
+    pub(crate) ones: &'a [F],
+    pub(crate) sums: BlockSums<'a>,
+    pub(crate) scratch: &'a mut BackwardScratch<F::Wide>,
+}
+
+impl<F: Float, P: Fn(usize) -> RowPlan, const CENTER: bool> BackwardBlock<'_, F, P, CENTER> {
+    /// The rows, with the parameter sums the layer has (`DG`: gamma, `DB`: beta).
+    #[inline(always)]
+    fn rows<S: Simd, const DG: bool, const DB: bool>(self) {
+        let BackwardBlock {
+            x,
+            dy,
+            dx,
+            n,
+            plan,
+            gamma,
+            ones,
+            mut sums,
+            scratch,
+        } = self;
+        let w = gamma.unwrap_or(ones);
+        let rows = x.chunks_exact(n).zip(dy.chunks_exact(n));
+        for (r, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(n)).enumerate() {
+            let plan = plan(r);
+            let fast = match (F::as_f32(x), F::as_f32(dy), F::as_f32(w)) {
+                (Some(x), Some(dy), Some(w)) => row_consts::<S, CENTER>(x, dy, w, plan),
+                _ => None,
+            };
+            let redo = match fast {
+                Some(k) => {
+                    let beta = (&mut *sums.beta.hi, &mut *sums.beta.lo);
+                    let g = &mut *sums.gamma.hi;
+                    let passed = if k.all {
+                        write_row::<F, DG, DB, false>(x, dy, w, dx, &k, g, beta)
+                    } else {
+                        write_row::<F, DG, DB, true>(x, dy, w, dx, &k, g, beta)
+                    };
+                    !passed
+                }
+                None => true,
+            };
+            if redo {
+                // The exact path; it adds to the parameter sums only if the fast path did not.
+                let whole = fast.is_none();
+                let param_sums = ParamSums {
+                    gamma: (DG && whole).then(|| sums.gamma.reborrow()),
+                    beta: (DB && whole).then(|| sums.beta.reborrow()),
+                };
+                backward_row::<F, CENTER>(x, dy, dx, plan, gamma, scratch, param_sums);
+            }
+        }
+    }
+}
+
+impl<F: Float, P: Fn(usize) -> RowPlan, const CENTER: bool> Kernel
+    for BackwardBlock<'_, F, P, CENTER>
+{
+    type Output = ();
+
+    #[inline(always)]
+    fn run<S: Simd>(self) {
+        if self.n == 0 {
+            return;
+        }
+        match (self.sums.has_gamma, self.sums.has_beta) {
+            (true, true) => self.rows::<S, true, true>(),
+            (true, false) => self.rows::<S, true, false>(),
+            (false, true) => self.rows::<S, false, true>(),
+            (false, false) => self.rows::<S, false, false>(),
+        }
+    }
+}
