@@ -20,6 +20,7 @@ use ndarray::{
 };
 use num_traits::Zero;
 
+use crate::float::Float;
 use crate::parallel;
 
 /// Rows per block of the backward pass and of `moments`: the unit of work for a thread, and
@@ -466,15 +467,16 @@ type BlockMutPair<'a, F, T> = (
 /// block), where it
 /// leaves its per-block results for the caller to reduce in block order, and `state`, scratch
 /// space of the thread that runs it (`T::default()` once per thread).
-pub(crate) fn fold_row_blocks<F, T, D>(
+pub(crate) fn fold_row_blocks<F, Y, T, D>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
-    dx: &mut ArrayRef<F, D>,
+    dx: &mut ArrayRef<Y, D>,
     axes: usize,
     (parts, width): (&mut [f64], usize),
-    f: impl Fn(usize, &[F], &[F], &mut [F], &mut [f64], &mut T) + Sync,
+    f: impl Fn(usize, &[F], &[F], &mut [Y], &mut [f64], &mut T) + Sync,
 ) where
     F: Copy + Zero + Send + Sync,
+    Y: Send,
     T: Default + Send,
     D: Dimension,
 {
@@ -490,7 +492,8 @@ pub(crate) fn fold_row_blocks<F, T, D>(
             .zip(dx2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
             .zip(chunks)
             .enumerate(),
-        |(scratch, state): &mut (Scratch<F>, T), (b, (((xb, dyb), mut dxb), part)): BlockTriple<'_, F>| {
+        |(scratch, state): &mut (Scratch<F>, T),
+         (b, (((xb, dyb), mut dxb), part)): BlockTriple<'_, F, Y>| {
             let xs = block_slice(xb, &mut scratch.a);
             let dys = block_slice(dyb, &mut scratch.b);
             let dxs = dxb
@@ -502,10 +505,32 @@ pub(crate) fn fold_row_blocks<F, T, D>(
     );
 }
 
-type BlockTriple<'a, F> = (
+type BlockTriple<'a, F, Y> = (
     usize,
     (
-        ((ArrayView2<'a, F>, ArrayView2<'a, F>), ArrayViewMut2<'a, F>),
+        ((ArrayView2<'a, F>, ArrayView2<'a, F>), ArrayViewMut2<'a, Y>),
         &'a mut [f64],
     ),
 );
+
+/// The compensated sums `hi + lo` of the given columns of the rows of `x` (its last `axes` axes
+/// merged into the row), over the rows in logical order: one TwoSum accumulation per column,
+/// whatever the layout.
+pub(crate) fn exact_column_sums<F, D>(
+    x: &ArrayRef<F, D>,
+    axes: usize,
+    columns: &[usize],
+) -> Vec<(f64, f64)>
+where
+    F: Float,
+    D: Dimension,
+{
+    let x2 = rows_of(x, axes);
+    let mut sums = vec![(0.0, 0.0); columns.len()];
+    for row in x2.rows() {
+        for ((hi, lo), &j) in sums.iter_mut().zip(columns) {
+            crate::kernels::accumulate(hi, lo, row[j].wide());
+        }
+    }
+    sums
+}

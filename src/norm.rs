@@ -9,8 +9,8 @@
 use ndarray::{Array, ArrayD, ArrayRef, Dimension, IxDyn};
 
 use crate::driver::{
-    fold_row_blocks, for_each_row_mut, for_each_row_mut_pair, for_each_row_pair, for_each_row_quad,
-    fresh_row_pair, rows_by_len, ROW_BLOCK,
+    exact_column_sums, fold_row_blocks, for_each_row_mut, for_each_row_mut_pair, for_each_row_pair,
+    for_each_row_quad, fresh_row_pair, rows_by_len, ROW_BLOCK,
 };
 use crate::error::{Error, Param};
 use crate::float::Float;
@@ -303,6 +303,7 @@ impl<F: Float> Core<F> {
     /// statistics of row `i`. Each block of rows leaves its sums of the parameter gradients
     /// (`hi + lo` per column) in its own part of one buffer, and the parts are merged in block
     /// order, so that the result does not depend on the number of threads.
+    #[allow(unsafe_code)]
     pub(crate) fn backward<const CENTER: bool, D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
@@ -311,10 +312,12 @@ impl<F: Float> Core<F> {
     ) -> Gradients<F, D> {
         let (rows, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
-        let mut input = Array::zeros(x.raw_dim());
+        // Written without being zeroed first: see the `assume_init` below.
+        let mut input = Array::uninit(x.raw_dim());
         // Per block: gamma's hi and lo, then beta's, n values each (whether the layer has the
-        // parameter or not, so that the kernel's loop has the same shape either way).
-        let width = 4 * n;
+        // parameter or not, so that the kernel's loop has the same shape either way), then
+        // the bound of the `f32` dbeta sums (`plain_dbeta`).
+        let width = 4 * n + 1;
         let blocks = rows.div_ceil(ROW_BLOCK);
         let mut parts = vec![0.0f64; blocks * width.max(1)];
         let ones = if gamma.is_none() && F::HAS_FAST {
@@ -331,6 +334,7 @@ impl<F: Float> Core<F> {
             (&mut parts, width),
             |first_row, x, dy, dx, part, scratch: &mut BackwardScratch<F::Wide>| {
                 let (g, b) = part.split_at_mut(2 * n);
+                let (b, bound) = b.split_at_mut(2 * n);
                 fn columns(p: &mut [f64], n: usize) -> ColumnParts<'_> {
                     let (hi, lo) = p.split_at_mut(n);
                     ColumnParts { hi, lo }
@@ -340,8 +344,9 @@ impl<F: Float> Core<F> {
                     beta: columns(b, n),
                     has_gamma: gamma.is_some(),
                     has_beta: beta.is_some(),
+                    dy_bound: &mut bound[0],
                 };
-                isa.run(BackwardBlock::<F, _, CENTER> {
+                isa.run(BackwardBlock::<F, _, _, CENTER> {
                     x,
                     dy,
                     dx,
@@ -354,25 +359,80 @@ impl<F: Float> Core<F> {
                 });
             },
         );
-        // The block sums, merged in block order, in the shape of their parameter.
-        let total = |offset: usize, like: &Option<ArrayD<F>>| {
-            like.as_ref().map(|p| {
-                let mut sums = ColumnSums::new(n);
-                if width > 0 {
-                    for part in parts.chunks_exact(width) {
-                        let (hi, lo) = part[offset..offset + 2 * n].split_at(n);
-                        sums.merge(hi, lo);
-                    }
-                }
-                ArrayD::from_shape_vec(p.raw_dim(), sums.finish::<F>())
+        // SAFETY: the blocks of `fold_row_blocks` cover every row of `input`, and the kernel
+        // writes every element of each row it is given: the fast path's second pass writes all
+        // `n` (it zips `dx` with slices of `n` elements), and the exact path (`backward_row`)
+        // writes all `n` on each of its branches; with `n == 0` there is no element.
+        let input = unsafe { input.assume_init() };
+        // The block sums, merged in block order.
+        let merged = |offset: usize| {
+            let mut sums = ColumnSums::new(n);
+            for part in parts.chunks_exact(width.max(1)).filter(|_| width > 0) {
+                let (hi, lo) = part[offset..offset + 2 * n].split_at(n);
+                sums.merge(hi, lo);
+            }
+            sums
+        };
+        let gamma_sums = gamma.map(|_| merged(0));
+        let beta_sums = beta.map(|_| {
+            if !F::HAS_FAST {
+                return merged(2 * n);
+            }
+            self.plain_dbeta(dy, &parts, n)
+        });
+        // The sums in the shape of their parameter.
+        let finish = |sums: Option<ColumnSums>, like: &Option<ArrayD<F>>| {
+            sums.zip(like.as_ref()).map(|(s, p)| {
+                ArrayD::from_shape_vec(p.raw_dim(), s.finish::<F>())
                     .expect("one sum per element of the parameter")
             })
         };
         Gradients {
             input,
-            gamma: total(0, &self.gamma),
-            beta: total(2 * n, &self.beta),
+            gamma: finish(gamma_sums, &self.gamma),
+            beta: finish(beta_sums, &self.beta),
         }
     }
-}
 
+    /// `dbeta` of `f32` rows from the block sums (`S_b`, the plain `f64` sum of `dy` over the
+    /// block's rows, column by column, and `A_b`, the sum over the block's rows of `max |dy|`
+    /// of the row), merged in block order (`S_b` with compensation).
+    ///
+    /// A block has at most 64 rows, so every column of `S_b` is within `63 u A_b` of its exact
+    /// value (`u = 2^-53`; `A_b` bounds the sum of the magnitudes of every column); the merge
+    /// adds nothing visible (its own error is below `B^2 u^2 sum A_b` for `B` blocks). So the
+    /// total `T` is within `E = 1.02 * 64 u A` of the exact sum, `A` the sum of the `A_b` (the
+    /// factor covers the roundings of `A` and of each `A_b` for up to `2^30` blocks). Where
+    /// `E <= 2^-30 max(1, |T|)` the result, rounded to `f32`, is within `0.5 + 2^-6` units of
+    /// `f32::EPSILON * max(1, |exact|)`; the columns where it is not (a column of `dy` that
+    /// cancels to within `2^-17` of its magnitude) are summed again, with compensation, in
+    /// the logical order of the rows.
+    fn plain_dbeta<D: Dimension>(
+        &self,
+        dy: &ArrayRef<F, D>,
+        parts: &[f64],
+        n: usize,
+    ) -> ColumnSums {
+        let mut sums = ColumnSums::new(n);
+        let mut magnitude = 0.0f64;
+        for part in parts.chunks_exact(4 * n + 1) {
+            sums.merge_plain(&part[2 * n..3 * n]);
+            magnitude += part[4 * n];
+        }
+        const TOL: f64 = 1.0 / (1u64 << 30) as f64;
+        let bound = 1.02 * 64.0 * (f64::EPSILON / 2.0);
+        let redo: Vec<usize> = (0..n)
+            .filter(|&j| {
+                let (hi, lo) = sums.get(j);
+                let t = (hi + lo).abs();
+                !(bound * magnitude <= TOL * if t > 1.0 { t } else { 1.0 })
+            })
+            .collect();
+        if !redo.is_empty() {
+            for (&j, v) in redo.iter().zip(exact_column_sums(dy, self.axes, &redo)) {
+                sums.set(j, v);
+            }
+        }
+        sums
+    }
+}

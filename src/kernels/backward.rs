@@ -2,6 +2,7 @@
 
 use multiversion::multiversion;
 
+use super::forward::Out;
 use super::moments::{exponent, pow2};
 use super::sum::{accumulate, compensated_sum, compensated_sum_zip, two_sum};
 use super::wide::Wide;
@@ -34,6 +35,26 @@ impl ColumnSums {
             *t_hi = s;
             *t_lo += e + *lo;
         }
+    }
+
+    /// Adds the plain sums `hi_j` (of a later block of rows) into these.
+    pub(crate) fn merge_plain(&mut self, hi: &[f64]) {
+        debug_assert_eq!(self.hi.len(), hi.len());
+        for ((t_hi, t_lo), hi) in self.hi.iter_mut().zip(&mut self.lo).zip(hi) {
+            let (s, e) = two_sum(*t_hi, *hi);
+            *t_hi = s;
+            *t_lo += e;
+        }
+    }
+
+    /// The sum of column `j`, `hi + lo`.
+    pub(crate) fn get(&self, j: usize) -> (f64, f64) {
+        (self.hi[j], self.lo[j])
+    }
+
+    /// Replaces the sum of column `j`.
+    pub(crate) fn set(&mut self, j: usize, (hi, lo): (f64, f64)) {
+        (self.hi[j], self.lo[j]) = (hi, lo);
     }
 
     /// The sums, each rounded once to `F`.
@@ -255,10 +276,10 @@ fn recompute<F: Float, const CENTER: bool>(
 /// subtraction, whose terms can be far larger than its result, loses nothing visible. Each
 /// result is rounded to `F` once.
 #[multiversion(targets = "simd")]
-pub(crate) fn backward_row<F: Float, const CENTER: bool>(
+pub(crate) fn backward_row<F: Float, Y: Out<F>, const CENTER: bool>(
     x: &[F],
     dy: &[F],
-    dx: &mut [F],
+    dx: &mut [Y],
     plan: RowPlan,
     gamma: Option<&[F]>,
     s: &mut BackwardScratch<F::Wide>,
@@ -288,7 +309,7 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
         let finite = |v: &[F]| v.iter().all(|v| v.wide().is_finite());
         let poisoned = !finite(dy) || gamma.is_some_and(|w| !finite(w));
         let value = if poisoned { F::nan() } else { F::zero() };
-        dx.iter_mut().for_each(|v| *v = value);
+        dx.iter_mut().for_each(|v| v.put(value));
         if let Some(mut acc) = sums.beta {
             acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
         }
@@ -323,12 +344,12 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
     let mean_gx = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
     match plan {
         RowPlan::Recompute(eps) | RowPlan::Saved { eps, .. } if !CENTER && n == 1 => {
-            dx[0] = F::narrow(one_element_rms_dx::<F>(x[0], g[0], eps));
+            dx[0].put(F::narrow(one_element_rms_dx::<F>(x[0], g[0], eps)));
         }
         _ => {
             for ((dx, g), xhat) in dx.iter_mut().zip(g).zip(xhat) {
                 let t = g.sub(mean_g).sub(xhat.mul(mean_gx));
-                *dx = F::narrow(t.mul(r).round() * scale);
+                dx.put(F::narrow(t.mul(r).round() * scale));
             }
         }
     }

@@ -103,8 +103,9 @@
 //! sums, as before.
 
 use super::backward::{backward_row, BackwardScratch, ColumnParts, ParamSums, RowPlan};
+use super::forward::Out;
 use super::isa::{backward_element, Kernel, Simd};
-use super::sum::accumulate;
+use crate::driver::ROW_BLOCK;
 use crate::float::Float;
 
 /// Independent accumulators of each sum: element `i` of a row goes to lane `i % LANES`.
@@ -124,6 +125,7 @@ struct Sums {
     p: f64,
     gmax: f64,
     dmax: f64,
+    dymax: f64,
 }
 
 /// Merges the lanes in a fixed pairwise tree: lane `j + w` into lane `j`, `w = 4, 2, 1`.
@@ -143,7 +145,7 @@ fn tree(mut s: [f64; LANES]) -> f64 {
 /// [`Simd::backward_sums`] and the tail element by element, into the first lanes.
 #[inline(always)]
 fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f64) -> Sums {
-    let mut acc = [[0.0f64; LANES]; 6];
+    let mut acc = [[0.0f64; LANES]; 7];
     let (xc, xt) = x.as_chunks::<LANES>();
     let (dc, dt) = dy.as_chunks::<LANES>();
     let (wc, wt) = w.as_chunks::<LANES>();
@@ -151,7 +153,7 @@ fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f6
     for (j, ((&vx, &vd), &vw)) in xt.iter().zip(dt).zip(wt).enumerate() {
         backward_element::<CENTER>(&mut acc, j, (vx, vd, vw), p);
     }
-    let [s1, s2, g, pp, gm, dm] = acc;
+    let [s1, s2, g, pp, gm, dm, ym] = acc;
     let max = |m: [f64; LANES]| m.into_iter().fold(0.0f64, |a, v| if v > a { v } else { a });
     Sums {
         s1: tree(s1),
@@ -160,6 +162,7 @@ fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f6
         p: tree(pp),
         gmax: max(gm),
         dmax: max(dm),
+        dymax: max(ym),
     }
 }
 
@@ -176,6 +179,8 @@ struct Consts {
     /// Whether every element passes its test (`alpha + beta gmax + gam XHMAX <= TOL / 2`), so
     /// that the second pass need not test them.
     all: bool,
+    /// `max |dy_i|`, for the bound of `dbeta`.
+    dymax: f64,
 }
 
 /// The first pass and the row-level test: the constants of the row, or `None` where the row
@@ -269,47 +274,118 @@ fn row_consts<S: Simd, const CENTER: bool>(
         beta,
         gam,
         all,
+        dymax: s.dymax,
     })
 }
 
-/// The second pass: writes `dx`, adds `dy * XH` to `dgamma` (if `DG`) and `dy` to `dbeta`
-/// (`hi + lo`, with compensation, if `DB`); whether every element passed its test (tested
-/// only if `CHECK`).
+/// The second passes of the consecutive rows `rows` of a group (each with its constants in
+/// `consts`, all `Some`): writes their `dx`, adds `dy * XH` to `dgamma` (if `DG`) and `dy` to
+/// `dbeta` (if `DB`), and clears `ok[r]` for every row with an element that fails its test.
+///
+/// The columns are walked in chunks of [`LANES`], and each chunk of the sums is added to row
+/// after row in registers, in the order of the rows: the same additions, in the same order, as
+/// row by row.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn write_row<F: Float, const DG: bool, const DB: bool, const CHECK: bool>(
-    x: &[F],
-    dy: &[F],
-    w: &[F],
-    dx: &mut [F],
-    k: &Consts,
+fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool>(
+    (x, dy, w): (&[F], &[F], &[F]),
+    dx: &mut [Y],
+    n: usize,
+    rows: std::ops::Range<usize>,
+    consts: &[Option<Consts>],
+    ok: &mut [bool],
     dgamma: &mut [f64],
-    (beta_hi, beta_lo): (&mut [f64], &mut [f64]),
-) -> bool {
-    let half_tol = TOL / 2.0;
-    let mut ok = true;
-    let items = x.iter().zip(dy).zip(w).zip(dx.iter_mut());
-    let sums = dgamma.iter_mut().zip(beta_hi.iter_mut()).zip(beta_lo.iter_mut());
-    for ((((&x, &dy), &w), out), ((sg, bh), bl)) in items.zip(sums) {
+    dbeta: &mut [f64],
+) {
+    /// `(XH, dy, DX)` of one element.
+    #[inline(always)]
+    fn value<F: Float>(k: &Consts, x: F, dy: F, w: F) -> (f64, f64, f64) {
         let xh = (x.wide() - k.m) * k.r;
         let dyw = dy.wide();
+        let d = ((dyw * w.wide() - k.mg) - xh * k.mgx) * k.r;
+        (xh, dyw, d)
+    }
+    /// `value`, and whether the element passes its test.
+    #[inline(always)]
+    fn element<F: Float>(k: &Consts, x: F, dy: F, w: F) -> (f64, f64, f64, bool) {
+        let (xh, dyw, d) = value(k, x, dy, w);
         let g = dyw * w.wide();
-        let d = ((g - k.mg) - xh * k.mgx) * k.r;
-        *out = F::narrow(d);
-        if CHECK {
-            let e = k.alpha + k.beta * g.abs() + k.gam * xh.abs();
-            let a = d.abs();
-            let scale = if a > 1.0 { a } else { 1.0 };
-            ok &= e <= half_tol * scale;
-        }
+        let e = k.alpha + k.beta * g.abs() + k.gam * xh.abs();
+        let a = d.abs();
+        let scale = if a > 1.0 { a } else { 1.0 };
+        (xh, dyw, d, e <= TOL / 2.0 * scale)
+    }
+    let chunks = n / LANES;
+    for c in 0..chunks {
+        let cols = c * LANES..(c + 1) * LANES;
+        let mut sg = [0.0f64; LANES];
+        let mut sb = [0.0f64; LANES];
         if DG {
-            *sg += dyw * xh;
+            sg.copy_from_slice(&dgamma[cols.clone()]);
         }
         if DB {
-            accumulate(bh, bl, dyw);
+            sb.copy_from_slice(&dbeta[cols.clone()]);
+        }
+        let wc = &w[cols.clone()];
+        for r in rows.clone() {
+            let k = consts[r].as_ref().expect("a fast row");
+            let at = r * n + c * LANES;
+            let xr = &x[at..at + LANES];
+            let yr = &dy[at..at + LANES];
+            let out = &mut dx[at..at + LANES];
+            if k.all {
+                // Every element passes: no test.
+                for j in 0..LANES {
+                    let (xh, dyw, d) = value(k, xr[j], yr[j], wc[j]);
+                    out[j].put(F::narrow(d));
+                    if DG {
+                        sg[j] += dyw * xh;
+                    }
+                    if DB {
+                        sb[j] += dyw;
+                    }
+                }
+                continue;
+            }
+            let mut good = true;
+            for j in 0..LANES {
+                let (xh, dyw, d, pass) = element(k, xr[j], yr[j], wc[j]);
+                out[j].put(F::narrow(d));
+                good &= pass;
+                if DG {
+                    sg[j] += dyw * xh;
+                }
+                if DB {
+                    sb[j] += dyw;
+                }
+            }
+            ok[r] &= good;
+        }
+        if DG {
+            dgamma[cols.clone()].copy_from_slice(&sg);
+        }
+        if DB {
+            dbeta[cols].copy_from_slice(&sb);
         }
     }
-    ok
+    // The last `n % LANES` columns, each over the rows in order.
+    for j in chunks * LANES..n {
+        for r in rows.clone() {
+            let k = consts[r].as_ref().expect("a fast row");
+            let at = r * n + j;
+            let (xh, dyw, d, pass) = element(k, x[at], dy[at], w[j]);
+            dx[at].put(F::narrow(d));
+            if !k.all {
+                ok[r] &= pass;
+            }
+            if DG {
+                dgamma[j] += dyw * xh;
+            }
+            if DB {
+                dbeta[j] += dyw;
+            }
+        }
+    }
 }
 
 /// The per-block sums of the parameter gradients: `hi` and `lo` of each column, for both
@@ -321,15 +397,18 @@ pub(crate) struct BlockSums<'a> {
     pub(crate) beta: ColumnParts<'a>,
     pub(crate) has_gamma: bool,
     pub(crate) has_beta: bool,
+    /// `f32` rows: the sum over the block's rows of `max |dy|` (see `Core::plain_dbeta`).
+    pub(crate) dy_bound: &'a mut f64,
 }
 
 /// The backward pass of a block of rows of length `n`: `dx` for every row, and the rows'
 /// contributions to the block's parameter sums. `f32` rows take the fast path where its bound
 /// holds (see the module doc); every other row the exact path.
-pub(crate) struct BackwardBlock<'a, F: Float, P, const CENTER: bool> {
+pub(crate) struct BackwardBlock<'a, F: Float, Y, P, const CENTER: bool> {
     pub(crate) x: &'a [F],
     pub(crate) dy: &'a [F],
-    pub(crate) dx: &'a mut [F],
+    /// The output rows: `F`, or `MaybeUninit<F>` (every element is written).
+    pub(crate) dx: &'a mut [Y],
     pub(crate) n: usize,
     /// The plan of row `r` of the block.
     pub(crate) plan: P,
@@ -340,7 +419,13 @@ pub(crate) struct BackwardBlock<'a, F: Float, P, const CENTER: bool> {
     pub(crate) scratch: &'a mut BackwardScratch<F::Wide>,
 }
 
-impl<F: Float, P: Fn(usize) -> RowPlan, const CENTER: bool> BackwardBlock<'_, F, P, CENTER> {
+/// Bytes of `x` and `dy` whose first passes run before their second passes: the first passes
+/// stream the rows from memory back to back, and the second passes find them in the L2 cache.
+const GROUP_BYTES: usize = 1 << 18;
+
+impl<F: Float, Y: Out<F>, P: Fn(usize) -> RowPlan, const CENTER: bool>
+    BackwardBlock<'_, F, Y, P, CENTER>
+{
     /// The rows, with the parameter sums the layer has (`DG`: gamma, `DB`: beta).
     #[inline(always)]
     fn rows<S: Simd, const DG: bool, const DB: bool>(self) {
@@ -356,41 +441,101 @@ impl<F: Float, P: Fn(usize) -> RowPlan, const CENTER: bool> BackwardBlock<'_, F,
             scratch,
         } = self;
         let w = gamma.unwrap_or(ones);
-        let rows = x.chunks_exact(n).zip(dy.chunks_exact(n));
-        for (r, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(n)).enumerate() {
-            let plan = plan(r);
-            let fast = match (F::as_f32(x), F::as_f32(dy), F::as_f32(w)) {
-                (Some(x), Some(dy), Some(w)) => row_consts::<S, CENTER>(x, dy, w, plan),
-                _ => None,
-            };
-            let redo = match fast {
-                Some(k) => {
-                    let beta = (&mut *sums.beta.hi, &mut *sums.beta.lo);
-                    let g = &mut *sums.gamma.hi;
-                    let passed = if k.all {
-                        write_row::<F, DG, DB, false>(x, dy, w, dx, &k, g, beta)
-                    } else {
-                        write_row::<F, DG, DB, true>(x, dy, w, dx, &k, g, beta)
-                    };
-                    !passed
-                }
-                None => true,
-            };
-            if redo {
-                // The exact path; it adds to the parameter sums only if the fast path did not.
-                let whole = fast.is_none();
-                let param_sums = ParamSums {
-                    gamma: (DG && whole).then(|| sums.gamma.reborrow()),
-                    beta: (DB && whole).then(|| sums.beta.reborrow()),
+        let group = (GROUP_BYTES / (2 * n * std::mem::size_of::<F>())).clamp(1, ROW_BLOCK);
+        let mut consts = [None; ROW_BLOCK];
+        let mut ok = [true; ROW_BLOCK];
+        let groups = x.chunks(group * n).zip(dy.chunks(group * n));
+        for (k, ((xg, dyg), dxg)) in groups.zip(dx.chunks_mut(group * n)).enumerate() {
+            let rows = xg.len() / n;
+            let row = |r: usize| (&xg[r * n..(r + 1) * n], &dyg[r * n..(r + 1) * n]);
+            // The first passes of the group.
+            for (r, c) in consts.iter_mut().enumerate().take(rows) {
+                let (x, dy) = row(r);
+                *c = match (F::as_f32(x), F::as_f32(dy), F::as_f32(w)) {
+                    (Some(x), Some(dy), Some(w)) => {
+                        row_consts::<S, CENTER>(x, dy, w, plan(k * group + r))
+                    }
+                    _ => None,
                 };
-                backward_row::<F, CENTER>(x, dy, dx, plan, gamma, scratch, param_sums);
+            }
+            ok.fill(true);
+            // The second passes, in runs of consecutive fast rows; the exact path for the
+            // others, in their place in the order of the rows (it adds to the sums).
+            let mut r = 0;
+            while r < rows {
+                let end = (r..rows).find(|&e| consts[e].is_none()).unwrap_or(rows);
+                if end > r {
+                    write_rows::<F, Y, DG, DB>(
+                        (xg, dyg, w),
+                        dxg,
+                        n,
+                        r..end,
+                        &consts,
+                        &mut ok,
+                        sums.gamma.hi,
+                        sums.beta.hi,
+                    );
+                    if DB {
+                        *sums.dy_bound += consts[r..end]
+                            .iter()
+                            .map(|c| c.as_ref().map_or(0.0, |c| c.dymax))
+                            .fold(0.0, |a, v| a + v);
+                    }
+                    r = end;
+                    continue;
+                }
+                // An exact row. `f32` rows add to dbeta here, in the form of the fast path
+                // (see `Core::plain_dbeta`); `f64` rows with compensation.
+                let (x, dy) = row(r);
+                if DB && F::HAS_FAST {
+                    add_plain_dbeta(dy, &mut sums.beta, sums.dy_bound);
+                }
+                let param_sums = ParamSums {
+                    gamma: DG.then(|| sums.gamma.reborrow()),
+                    beta: (DB && !F::HAS_FAST).then(|| sums.beta.reborrow()),
+                };
+                let dx = &mut dxg[r * n..(r + 1) * n];
+                backward_row::<F, Y, CENTER>(
+                    x,
+                    dy,
+                    dx,
+                    plan(k * group + r),
+                    gamma,
+                    scratch,
+                    param_sums,
+                );
+                r += 1;
+            }
+            // Fast rows with an element that failed its test: `dx` again on the exact path
+            // (their sums are in).
+            for r in (0..rows).filter(|&r| !ok[r]) {
+                let (x, dy) = row(r);
+                let dx = &mut dxg[r * n..(r + 1) * n];
+                let none = ParamSums {
+                    gamma: None,
+                    beta: None,
+                };
+                backward_row::<F, Y, CENTER>(x, dy, dx, plan(k * group + r), gamma, scratch, none);
             }
         }
     }
 }
 
-impl<F: Float, P: Fn(usize) -> RowPlan, const CENTER: bool> Kernel
-    for BackwardBlock<'_, F, P, CENTER>
+/// Adds `dy` to the plain sums `beta.hi` and `max |dy|` to `bound` (the `dbeta` sums of `f32`
+/// rows).
+#[inline(always)]
+fn add_plain_dbeta<F: Float>(dy: &[F], beta: &mut ColumnParts<'_>, bound: &mut f64) {
+    let mut m = 0.0f64;
+    for (s, v) in beta.hi.iter_mut().zip(dy) {
+        *s += v.wide();
+        let a = v.wide().abs();
+        m = if a > m { a } else { m };
+    }
+    *bound += m;
+}
+
+impl<F: Float, Y: Out<F>, P: Fn(usize) -> RowPlan, const CENTER: bool> Kernel
+    for BackwardBlock<'_, F, Y, P, CENTER>
 {
     type Output = ();
 

@@ -17,4 +17,5 @@ pub(crate) use forward::{
 };
 pub(crate) use isa::{Isa, Simd};
 pub(crate) use moments::{row_stats, RowStats};
+pub(crate) use sum::accumulate;
 pub(crate) use wide::{DoubleF64, Wide};
