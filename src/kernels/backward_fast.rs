@@ -552,3 +552,204 @@ impl<F: Float, Y: Out<F>, P: Fn(usize) -> RowPlan, const CENTER: bool> Kernel
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::isa::{Baseline, Isa};
+    use super::*;
+
+    /// Deterministic pseudo-random values in about `[-2, 2]` (no RNG crate in unit tests).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32
+            })
+            .collect()
+    }
+
+    /// Rows of every kind, `n` elements each: random, `dy = c x` with `c` from 1 to 1e6
+    /// (cancellation), an offset of 1e4 and of 1e8 (the latter fails the row-level test),
+    /// constant, a NaN in `x`, an infinity in `dy`.
+    fn mixed_rows(n: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut x = Vec::new();
+        let mut dy = Vec::new();
+        for r in 0..20u64 {
+            let xr = values(n, 2 * r + 1);
+            let mut yr = values(n, 2 * r + 2);
+            let xr: Vec<f32> = match r % 10 {
+                3 => xr.iter().map(|v| v + 1e4).collect(),
+                4 => xr.iter().map(|v| v + 1e8).collect(),
+                5 => vec![1.5; n],
+                6 if n > 1 => {
+                    let mut v = xr.clone();
+                    v[n / 2] = f32::NAN;
+                    v
+                }
+                _ => xr,
+            };
+            match r % 10 {
+                1 | 2 | 8 => {
+                    let c = [1.0f32, 1e3, 1e6][(r % 10 % 3) as usize];
+                    yr = xr.iter().map(|v| v * c).collect();
+                }
+                7 => yr[0] = f32::INFINITY,
+                _ => {}
+            }
+            x.extend(xr);
+            dy.extend(yr);
+        }
+        (x, dy)
+    }
+
+    /// `dx` and the block sums (as bits) of one block through `isa`.
+    fn run_block<const CENTER: bool>(
+        isa: Isa,
+        (x, dy): (&[f32], &[f32]),
+        n: usize,
+        gamma: Option<&[f32]>,
+        params: (bool, bool),
+        saved: bool,
+    ) -> Vec<u64> {
+        let rows = x.len() / n;
+        let mut dx = vec![0.0f32; x.len()];
+        let mut part = vec![0.0f64; 4 * n + 1];
+        let (g, rest) = part.split_at_mut(2 * n);
+        let (b, bound) = rest.split_at_mut(2 * n);
+        let (g_hi, g_lo) = g.split_at_mut(n);
+        let (b_hi, b_lo) = b.split_at_mut(n);
+        let ones = vec![1.0f32; n];
+        let mut scratch = BackwardScratch::default();
+        // Saved statistics: those of a plain f64 evaluation (any values will do: they are
+        // used as given).
+        let plans: Vec<RowPlan> = (0..rows)
+            .map(|r| {
+                let row = &x[r * n..(r + 1) * n];
+                if !saved {
+                    return RowPlan::Recompute(1e-5);
+                }
+                let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+                let c = if CENTER { mean } else { 0.0 };
+                let var = row.iter().map(|&v| (f64::from(v) - c).powi(2)).sum::<f64>() / n as f64;
+                RowPlan::Saved {
+                    mean: f64::from(c as f32),
+                    rstd: f64::from((1.0 / (var + 1e-5).sqrt()) as f32),
+                    eps: 1e-5,
+                }
+            })
+            .collect();
+        isa.run(BackwardBlock::<f32, f32, _, CENTER> {
+            x,
+            dy,
+            dx: &mut dx,
+            n,
+            plan: |r| plans[r],
+            gamma,
+            ones: &ones,
+            sums: BlockSums {
+                gamma: ColumnParts { hi: g_hi, lo: g_lo },
+                beta: ColumnParts { hi: b_hi, lo: b_lo },
+                has_gamma: params.0,
+                has_beta: params.1,
+                dy_bound: &mut bound[0],
+            },
+            scratch: &mut scratch,
+        });
+        let mut out: Vec<u64> = dx.iter().map(|v| u64::from(v.to_bits())).collect();
+        out.extend(part.iter().map(|v| v.to_bits()));
+        out
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        for n in [1, 2, 3, 7, 8, 9, 15, 16, 17, 63, 100, 768, 1029] {
+            let (x, dy) = mixed_rows(n);
+            let gamma: Vec<f32> = values(n, 99).iter().map(|v| v + 2.5).collect();
+            for (gamma, params) in [(None, (false, false)), (Some(&gamma[..]), (true, true))] {
+                for saved in [false, true] {
+                    let base = run_block::<true>(Isa::Baseline, (&x, &dy), n, gamma, params, saved);
+                    let rms = run_block::<false>(Isa::Baseline, (&x, &dy), n, gamma, params, saved);
+                    for isa in Isa::available() {
+                        let got = run_block::<true>(isa, (&x, &dy), n, gamma, params, saved);
+                        assert!(got == base, "{isa:?}, n = {n}, {params:?}, saved {saved}");
+                        let got = run_block::<false>(isa, (&x, &dy), n, gamma, params, saved);
+                        assert!(
+                            got == rms,
+                            "{isa:?} RMS, n = {n}, {params:?}, saved {saved}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The constants of a LayerNorm row (statistics recomputed, eps 1e-5, no gamma), and
+    /// whether every element passes its test.
+    fn path(x: &[f32], dy: &[f32]) -> Option<(Consts, bool)> {
+        let n = x.len();
+        let w = vec![1.0f32; n];
+        let k = row_consts::<Baseline, true>(x, dy, &w, RowPlan::Recompute(1e-5))?;
+        let mut dx = vec![0.0f32; n];
+        let (mut g, mut b) = (vec![0.0; n], vec![0.0; n]);
+        let mut ok = [true];
+        write_rows::<f32, f32, true, true>(
+            (x, dy, &w),
+            &mut dx,
+            n,
+            0..1,
+            &[Some(k)],
+            &mut ok,
+            &mut g,
+            &mut b,
+        );
+        Some((k, ok[0]))
+    }
+
+    #[test]
+    fn each_kind_of_row_takes_its_path() {
+        for n in [2, 7, 8, 9, 100, 768] {
+            let x = values(n, 1);
+            let dy = values(n, 2);
+            // Random rows: the fast path, every element passing at row level.
+            let (k, ok) = path(&x, &dy).expect("row-level test passes");
+            assert!(k.all && ok, "n = {n}");
+            // dy = x: cancellation, but small enough terms: still fast.
+            assert!(path(&x, &x).is_some_and(|(_, ok)| ok), "n = {n}");
+            // dy = 1e6 x: dx is ~ 1e6 * 1e-5 xhat while its terms are ~ 1e6 xhat; the
+            // per-element test fails and the row goes to the exact path.
+            let big: Vec<f32> = x.iter().map(|v| v * 1e6).collect();
+            let (k, ok) = path(&x, &big).expect("row-level test passes");
+            assert!(!k.all && !ok, "n = {n}");
+            // An offset of 1e8: the rounding of the mean shifts xhat by more than TOL / 4.
+            let far: Vec<f32> = x.iter().map(|v| v + 1e8).collect();
+            assert!(path(&far, &dy).is_none(), "n = {n}");
+            // An offset of 1e4 is fine.
+            let near: Vec<f32> = x.iter().map(|v| v + 1e4).collect();
+            assert!(path(&near, &dy).is_some_and(|(_, ok)| ok), "n = {n}");
+            // NaN and infinity anywhere, and constant rows with eps = 0.
+            let mut nan = x.clone();
+            nan[n - 1] = f32::NAN;
+            assert!(path(&nan, &dy).is_none());
+            let mut inf = dy.clone();
+            inf[0] = f32::INFINITY;
+            assert!(path(&x, &inf).is_none());
+            let w = vec![1.0f32; n];
+            let flat = vec![3.0f32; n];
+            let plan = RowPlan::Recompute(0.0);
+            assert!(row_consts::<Baseline, true>(&flat, &dy, &w, plan).is_none());
+        }
+        // RMSNorm rows of one element have their own closed form.
+        let plan = RowPlan::Recompute(1e-5);
+        assert!(row_consts::<Baseline, false>(&[2.0], &[1.0], &[1.0], plan).is_none());
+        assert!(row_consts::<Baseline, false>(&[2.0, 1.0], &[1.0, 3.0], &[1.0; 2], plan).is_some());
+    }
+
+    #[test]
+    fn the_tolerance_is_two_to_the_minus_thirty() {
+        assert_eq!(TOL, 2f64.powi(-30));
+        assert_eq!(1 << TREE, LANES);
+    }
+}
