@@ -6,6 +6,8 @@
 //! is the `CENTER` constant of every method here and of the kernels ([`LAYER`] or [`RMS`]),
 //! chosen at compile time, so that each layer runs its own specialized code.
 
+use std::cmp::Ordering;
+
 use ndarray::{Array, ArrayD, ArrayRef, Dimension, IxDyn};
 
 use crate::driver::{
@@ -425,7 +427,10 @@ impl<F: Float> Core<F> {
             .filter(|&j| {
                 let (hi, lo) = sums.get(j);
                 let t = (hi + lo).abs();
-                !(bound * magnitude <= TOL * if t > 1.0 { t } else { 1.0 })
+                // The bound fails, or is NaN (a NaN or an infinity in the column).
+                let scale = if t > 1.0 { t } else { 1.0 };
+                let holds = (bound * magnitude).partial_cmp(&(TOL * scale));
+                !matches!(holds, Some(Ordering::Less | Ordering::Equal))
             })
             .collect();
         if !redo.is_empty() {

@@ -10,10 +10,15 @@
 //! `f64`, `d_i = x_i - p` and the sums
 //!
 //! ```text
-//! S1 = sum d_i,   S2 = sum d_i^2,   G = sum g_i,   P = sum g_i d_i,   gmax = max |g_i|
+//! S1 = sum d_i,   S2 = sum d_i^2,   G = sum g_i,   P = sum g_i d_i,
+//! gmax = max |g_i|,   dmax = max |d_i|,   dymax = max |dy_i|
 //! ```
 //!
-//! element `i` into lane `i % LANES` (`LANES = 8`), then the lanes in a fixed pairwise tree.
+//! element `i` into lane `i % LANES` (`LANES = 8`), then the lanes in a fixed pairwise tree
+//! ([`Simd::backward_sums`], the one loop written with each instruction set's intrinsics). The
+//! first passes of a group of rows (about 256 KiB of `x` and `dy`) run before their second
+//! passes, so that they stream from memory back to back and the second passes find the rows
+//! in the L2 cache.
 //! Then (`n` the row length; hats on computed values are dropped where no confusion arises):
 //!
 //! * statistics recomputed: `a = S1 / n` (LayerNorm; 0 for RMSNorm), `q = S2 / n`,
@@ -27,11 +32,14 @@
 //! XH_i = (x_i - M) R,   DX_i = ((g_i - MG) - XH_i MGX) R   (rounded once to f32)
 //! ```
 //!
-//! and adds `dy_i XH_i` to the `dgamma` partial sum of its column (a plain `f64` sum over the
-//! rows of a block; the blocks are merged with compensation, see `Core::backward`). These are
-//! the formulas of the exact path with `mean(g) = MG` and `mean(g xhat) = MGX`. The operations
-//! are the same in every instruction set (no fused multiply-add; a fixed order), so every
-//! version gives the same bits.
+//! and adds `dy_i XH_i` to the `dgamma` sum of its column and `dy_i` to the `dbeta` sum (plain
+//! `f64` sums over the rows of a block of at most 64 rows, in the order of the rows; the blocks
+//! are merged with compensation, see `Core::backward`). The second pass walks the columns in
+//! chunks of `LANES` across a run of consecutive fast rows, so that each chunk of the column
+//! sums stays in registers from row to row: the same additions in the same order as row by
+//! row. These are the formulas of the exact path with `mean(g) = MG` and
+//! `mean(g xhat) = MGX`. The operations are the same in every instruction set (no fused
+//! multiply-add; a fixed order), so every version gives the same bits.
 //!
 //! # The bound
 //!
@@ -99,8 +107,15 @@
 //! `dx` is then redone on the exact path (which then adds nothing more). A row that fails it is
 //! left to the exact path whole.
 //!
-//! `dbeta` does not depend on the path: every row adds its `dy` to compensated (TwoSum) column
-//! sums, as before.
+//! The parameter sums. `dgamma_j` is a sum over rows of `dy_j XH_j`: within a block of at most
+//! 64 rows its plain sum is within `63 u` of the sum of the magnitudes of its terms (products
+//! rounded once more: `64 u`), and the compensated merge of the blocks adds nothing visible, so
+//! beyond the error of `XH` above its error is about `2^-47` of `sum |dy xhat|`, the unit of
+//! the `dgamma` contract. `dbeta` is a plain sum of the exact `dy` in the same way, and the
+//! block also sums `dymax` over its rows (a bound of every column's sum of magnitudes): its
+//! bound, and the columns summed again where it fails, are in `Core::plain_dbeta`. Rows on the
+//! exact path add `dy` to the same plain `dbeta` sums (and `dymax` to the bound), and add their
+//! `dgamma` terms with TwoSum.
 
 use super::backward::{backward_row, BackwardScratch, ColumnParts, ParamSums, RowPlan};
 use super::forward::Out;
@@ -216,7 +231,8 @@ fn row_consts<S: Simd, const CENTER: bool>(
                 (0.0, q)
             };
             let v = var + eps;
-            if !(v > 0.0) {
+            // `v > 0`, written so that a NaN fails it too.
+            if v.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
                 return None;
             }
             let r = 1.0 / v.sqrt();
