@@ -17,8 +17,9 @@ use crate::driver::{
 use crate::error::{Error, Param};
 use crate::float::Float;
 use crate::kernels::{
-    normalize_rows, normalize_rows_inplace, residual_rows, residual_rows_inplace, BackwardBlock,
-    BackwardScratch, BlockSums, ColumnParts, ColumnSums, Isa, Row, RowPlan,
+    finish_sums, merge_plain, merge_sums, normalize_rows, normalize_rows_inplace, residual_rows,
+    residual_rows_inplace, BackwardBlock, BackwardScratch, BlockSums, ColumnParts, Isa, Row,
+    RowPlan,
 };
 use crate::outputs::Gradients;
 use crate::validate;
@@ -318,9 +319,10 @@ impl<F: Float> Core<F> {
         let mut input = Array::uninit(x.raw_dim());
         // Per block: gamma's hi and lo, then beta's, n values each (whether the layer has the
         // parameter or not, so that the kernel's loop has the same shape either way), then
-        // the bound of the `f32` dbeta sums (`plain_dbeta`).
+        // the bound of the `f32` dbeta sums (`check_plain_dbeta`).
         let width = 4 * n + 1;
-        let blocks = rows.div_ceil(ROW_BLOCK);
+        // At least one block: the first block's sums become the totals (zeros without rows).
+        let blocks = rows.div_ceil(ROW_BLOCK).max(1);
         let mut parts = vec![0.0f64; blocks * width.max(1)];
         let ones = if gamma.is_none() && F::HAS_FAST {
             vec![F::one(); n]
@@ -366,39 +368,46 @@ impl<F: Float> Core<F> {
         // `n` (it zips `dx` with slices of `n` elements), and the exact path (`backward_row`)
         // writes all `n` on each of its branches; with `n == 0` there is no element.
         let input = unsafe { input.assume_init() };
-        // The block sums, merged in block order.
-        let merged = |offset: usize| {
-            let mut sums = ColumnSums::new(n);
-            for part in parts.chunks_exact(width.max(1)).filter(|_| width > 0) {
-                let (hi, lo) = part[offset..offset + 2 * n].split_at(n);
-                sums.merge(hi, lo);
+        // The block sums, merged in block order into those of the first block (which are
+        // what merging them into zeros would give: TwoSum of 0 and a sum is that sum, and no
+        // sum here is -0, since each starts at +0).
+        let (total, rest) = parts.split_at_mut(width);
+        let (g, b) = total.split_at_mut(2 * n);
+        let (b, bound) = b.split_at_mut(2 * n);
+        let ((g_hi, g_lo), (b_hi, b_lo)) = (g.split_at_mut(n), b.split_at_mut(n));
+        for part in rest.chunks_exact(width) {
+            if gamma.is_some() {
+                merge_sums(g_hi, g_lo, &part[..n], &part[n..2 * n]);
             }
-            sums
-        };
-        let gamma_sums = gamma.map(|_| merged(0));
-        let beta_sums = beta.map(|_| {
-            if !F::HAS_FAST {
-                return merged(2 * n);
+            if beta.is_some() && F::HAS_FAST {
+                merge_plain(b_hi, b_lo, &part[2 * n..3 * n]);
+                bound[0] += part[4 * n];
+            } else if beta.is_some() {
+                merge_sums(b_hi, b_lo, &part[2 * n..3 * n], &part[3 * n..4 * n]);
             }
-            self.plain_dbeta(dy, &parts, n)
-        });
+        }
+        if beta.is_some() && F::HAS_FAST {
+            self.check_plain_dbeta(dy, (b_hi, b_lo), bound[0]);
+        }
         // The sums in the shape of their parameter.
-        let finish = |sums: Option<ColumnSums>, like: &Option<ArrayD<F>>| {
-            sums.zip(like.as_ref()).map(|(s, p)| {
-                ArrayD::from_shape_vec(p.raw_dim(), s.finish::<F>())
+        let finish = |(hi, lo): (&[f64], &[f64]), like: &Option<ArrayD<F>>| {
+            like.as_ref().map(|p| {
+                ArrayD::from_shape_vec(p.raw_dim(), finish_sums::<F>(hi, lo))
                     .expect("one sum per element of the parameter")
             })
         };
         Gradients {
             input,
-            gamma: finish(gamma_sums, &self.gamma),
-            beta: finish(beta_sums, &self.beta),
+            gamma: finish((g_hi, g_lo), &self.gamma),
+            beta: finish((b_hi, b_lo), &self.beta),
         }
     }
 
-    /// `dbeta` of `f32` rows from the block sums (`S_b`, the plain `f64` sum of `dy` over the
-    /// block's rows, column by column, and `A_b`, the sum over the block's rows of `max |dy|`
-    /// of the row), merged in block order (`S_b` with compensation).
+    /// Checks `dbeta` of `f32` rows, `hi + lo`, the block sums merged in block order (`S_b`, the
+    /// plain `f64` sum of `dy` over the block's rows, column by column, merged with
+    /// compensation), against the bound from `magnitude`, the sum over the blocks of `A_b`, the
+    /// sum over the block's rows of `max |dy|` of the row; and sums the columns that fail it
+    /// again.
     ///
     /// A block has at most 64 rows, so every column of `S_b` is within `63 u A_b` of its exact
     /// value (`u = 2^-53`; `A_b` bounds the sum of the magnitudes of every column); the merge
@@ -409,24 +418,17 @@ impl<F: Float> Core<F> {
     /// `f32::EPSILON * max(1, |exact|)`; the columns where it is not (a column of `dy` that
     /// cancels to within `2^-17` of its magnitude) are summed again, with compensation, in
     /// the logical order of the rows.
-    fn plain_dbeta<D: Dimension>(
+    fn check_plain_dbeta<D: Dimension>(
         &self,
         dy: &ArrayRef<F, D>,
-        parts: &[f64],
-        n: usize,
-    ) -> ColumnSums {
-        let mut sums = ColumnSums::new(n);
-        let mut magnitude = 0.0f64;
-        for part in parts.chunks_exact(4 * n + 1) {
-            sums.merge_plain(&part[2 * n..3 * n]);
-            magnitude += part[4 * n];
-        }
+        (hi, lo): (&mut [f64], &mut [f64]),
+        magnitude: f64,
+    ) {
         const TOL: f64 = 1.0 / (1u64 << 30) as f64;
         let bound = 1.02 * 64.0 * (f64::EPSILON / 2.0);
-        let redo: Vec<usize> = (0..n)
+        let redo: Vec<usize> = (0..hi.len())
             .filter(|&j| {
-                let (hi, lo) = sums.get(j);
-                let t = (hi + lo).abs();
+                let t = (hi[j] + lo[j]).abs();
                 // The bound fails, or is NaN (a NaN or an infinity in the column).
                 let scale = if t > 1.0 { t } else { 1.0 };
                 let holds = (bound * magnitude).partial_cmp(&(TOL * scale));
@@ -435,9 +437,8 @@ impl<F: Float> Core<F> {
             .collect();
         if !redo.is_empty() {
             for (&j, v) in redo.iter().zip(exact_column_sums(dy, self.axes, &redo)) {
-                sums.set(j, v);
+                (hi[j], lo[j]) = v;
             }
         }
-        sums
     }
 }

@@ -9,62 +9,34 @@ use super::wide::Wide;
 use crate::float::private::Sealed;
 use crate::float::Float;
 
-/// Compensated per-column sums over rows (one `hi + lo` pair per column): the totals.
-#[derive(Debug, Clone)]
-pub(crate) struct ColumnSums {
-    hi: Vec<f64>,
-    lo: Vec<f64>,
+/// Adds the sums `part_hi_j + part_lo_j` (of a later block of rows) into the totals
+/// `hi_j + lo_j`: TwoSum of the high parts, the low parts added.
+pub(crate) fn merge_sums(hi: &mut [f64], lo: &mut [f64], part_hi: &[f64], part_lo: &[f64]) {
+    debug_assert!(hi.len() == lo.len() && hi.len() == part_hi.len() && hi.len() == part_lo.len());
+    let parts = part_hi.iter().zip(part_lo);
+    for ((t_hi, t_lo), (hi, lo)) in hi.iter_mut().zip(lo.iter_mut()).zip(parts) {
+        let (s, e) = two_sum(*t_hi, *hi);
+        *t_hi = s;
+        *t_lo += e + *lo;
+    }
 }
 
-impl ColumnSums {
-    /// `n` zero sums.
-    pub(crate) fn new(n: usize) -> Self {
-        ColumnSums {
-            hi: vec![0.0; n],
-            lo: vec![0.0; n],
-        }
+/// Adds the plain sums `part_j` (of a later block of rows) into the totals `hi_j + lo_j`.
+pub(crate) fn merge_plain(hi: &mut [f64], lo: &mut [f64], part: &[f64]) {
+    debug_assert!(hi.len() == lo.len() && hi.len() == part.len());
+    for ((t_hi, t_lo), v) in hi.iter_mut().zip(lo.iter_mut()).zip(part) {
+        let (s, e) = two_sum(*t_hi, *v);
+        *t_hi = s;
+        *t_lo += e;
     }
+}
 
-    /// Adds the sums `hi_j + lo_j` (of a later block of rows) into these.
-    pub(crate) fn merge(&mut self, hi: &[f64], lo: &[f64]) {
-        debug_assert_eq!(self.hi.len(), hi.len());
-        debug_assert_eq!(self.lo.len(), lo.len());
-        let parts = hi.iter().zip(lo);
-        for ((t_hi, t_lo), (hi, lo)) in self.hi.iter_mut().zip(&mut self.lo).zip(parts) {
-            let (s, e) = two_sum(*t_hi, *hi);
-            *t_hi = s;
-            *t_lo += e + *lo;
-        }
-    }
-
-    /// Adds the plain sums `hi_j` (of a later block of rows) into these.
-    pub(crate) fn merge_plain(&mut self, hi: &[f64]) {
-        debug_assert_eq!(self.hi.len(), hi.len());
-        for ((t_hi, t_lo), hi) in self.hi.iter_mut().zip(&mut self.lo).zip(hi) {
-            let (s, e) = two_sum(*t_hi, *hi);
-            *t_hi = s;
-            *t_lo += e;
-        }
-    }
-
-    /// The sum of column `j`, `hi + lo`.
-    pub(crate) fn get(&self, j: usize) -> (f64, f64) {
-        (self.hi[j], self.lo[j])
-    }
-
-    /// Replaces the sum of column `j`.
-    pub(crate) fn set(&mut self, j: usize, (hi, lo): (f64, f64)) {
-        (self.hi[j], self.lo[j]) = (hi, lo);
-    }
-
-    /// The sums, each rounded once to `F`.
-    pub(crate) fn finish<F: Float>(&self) -> Vec<F> {
-        self.hi
-            .iter()
-            .zip(&self.lo)
-            .map(|(hi, lo)| F::narrow(hi + lo))
-            .collect()
-    }
+/// The totals `hi_j + lo_j`, each rounded once to `F`.
+pub(crate) fn finish_sums<F: Float>(hi: &[f64], lo: &[f64]) -> Vec<F> {
+    hi.iter()
+        .zip(lo)
+        .map(|(hi, lo)| F::narrow(hi + lo))
+        .collect()
 }
 
 /// The per-column sums of one block of rows, `hi + lo` per column, in a buffer of the caller.

@@ -113,7 +113,7 @@
 //! beyond the error of `XH` above its error is about `2^-47` of `sum |dy xhat|`, the unit of
 //! the `dgamma` contract. `dbeta` is a plain sum of the exact `dy` in the same way, and the
 //! block also sums `dymax` over its rows (a bound of every column's sum of magnitudes): its
-//! bound, and the columns summed again where it fails, are in `Core::plain_dbeta`. Rows on the
+//! bound, and the columns summed again where it fails, are in `Core::check_plain_dbeta`. Rows on the
 //! exact path add `dy` to the same plain `dbeta` sums (and `dymax` to the bound), and add their
 //! `dgamma` terms with TwoSum.
 
@@ -413,7 +413,7 @@ pub(crate) struct BlockSums<'a> {
     pub(crate) beta: ColumnParts<'a>,
     pub(crate) has_gamma: bool,
     pub(crate) has_beta: bool,
-    /// `f32` rows: the sum over the block's rows of `max |dy|` (see `Core::plain_dbeta`).
+    /// `f32` rows: the sum over the block's rows of `max |dy|` (see `Core::check_plain_dbeta`).
     pub(crate) dy_bound: &'a mut f64,
 }
 
@@ -501,7 +501,7 @@ impl<F: Float, Y: Out<F>, P: Fn(usize) -> RowPlan, const CENTER: bool>
                     continue;
                 }
                 // An exact row. `f32` rows add to dbeta here, in the form of the fast path
-                // (see `Core::plain_dbeta`); `f64` rows with compensation.
+                // (see `Core::check_plain_dbeta`); `f64` rows with compensation.
                 let (x, dy) = row(r);
                 if DB && F::HAS_FAST {
                     add_plain_dbeta(dy, &mut sums.beta, sums.dy_bound);

@@ -9,7 +9,9 @@ mod moments;
 mod sum;
 mod wide;
 
-pub(crate) use backward::{BackwardScratch, ColumnParts, ColumnSums, RowPlan};
+pub(crate) use backward::{
+    finish_sums, merge_plain, merge_sums, BackwardScratch, ColumnParts, RowPlan,
+};
 pub(crate) use backward_fast::{BackwardBlock, BlockSums};
 pub(crate) use fast::{row_stats_f32, FastStats};
 pub(crate) use forward::{
