@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! S1 = sum d_i,   S2 = sum d_i^2,   G = sum g_i,   P = sum g_i d_i,
-//! gmax = max |g_i|,   dmax = max |d_i|,   dymax = max |dy_i|
+//! gmax = max |g_i|,   dymax = max |dy_i|
 //! ```
 //!
 //! element `i` into lane `i % LANES` (`LANES = 8`), then the lanes in a fixed pairwise tree
@@ -90,7 +90,10 @@
 //! and, for every element, alpha + beta |g_i| + gam |XH_i| <= (TOL / 2) max(1, |DX_i|),
 //! ```
 //!
-//! with `TOL = 2^-30`, all written so that a NaN fails them (a NaN or an infinity anywhere in
+//! with `TOL = 2^-30` (the last line holds for the whole row at once where
+//! `alpha + beta gmax + gam XHMAX <= TOL / 2`, with `XHMAX = 1.01 (sqrt(S2) + |a| + u |M|) R`
+//! a bound of every `|XH_i|`, since `|d_i| <= sqrt(S2)`; the second pass then tests nothing),
+//! all written so that a NaN fails them (a NaN or an infinity anywhere in
 //! the row makes a sum, and so a constant, non-finite). Where it is taken, `DX_i` is within
 //! `TOL max(1, |DX_i|)` of the exact `dx_i`, and after its rounding to `f32` the result is
 //! within `0.5 + 2^-6` units of `f32::EPSILON * max(1, |dx_i|)`, against the contract's 4.
@@ -139,7 +142,6 @@ struct Sums {
     g: f64,
     p: f64,
     gmax: f64,
-    dmax: f64,
     dymax: f64,
 }
 
@@ -160,7 +162,7 @@ fn tree(mut s: [f64; LANES]) -> f64 {
 /// [`Simd::backward_sums`] and the tail element by element, into the first lanes.
 #[inline(always)]
 fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f64) -> Sums {
-    let mut acc = [[0.0f64; LANES]; 7];
+    let mut acc = [[0.0f64; LANES]; 6];
     let (xc, xt) = x.as_chunks::<LANES>();
     let (dc, dt) = dy.as_chunks::<LANES>();
     let (wc, wt) = w.as_chunks::<LANES>();
@@ -168,7 +170,7 @@ fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f6
     for (j, ((&vx, &vd), &vw)) in xt.iter().zip(dt).zip(wt).enumerate() {
         backward_element::<CENTER>(&mut acc, j, (vx, vd, vw), p);
     }
-    let [s1, s2, g, pp, gm, dm, ym] = acc;
+    let [s1, s2, g, pp, gm, ym] = acc;
     let max = |m: [f64; LANES]| m.into_iter().fold(0.0f64, |a, v| if v > a { v } else { a });
     Sums {
         s1: tree(s1),
@@ -176,7 +178,6 @@ fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f6
         g: tree(g),
         p: tree(pp),
         gmax: max(gm),
-        dmax: max(dm),
         dymax: max(ym),
     }
 }
@@ -278,8 +279,9 @@ fn row_consts<S: Simd, const CENTER: bool>(
     let ok = [m, r, mg, mgx, alpha, beta, gam].into_iter().all(finite)
         && delta <= TOL / 2.0
         && eps_x <= TOL / 4.0;
-    // |XH_i| <= (|d_i| + |a| + u |M|) R (1 + 4u): d_i and M carry one rounding each.
-    let xh_max = 1.01 * (s.dmax + a.abs() + U * m.abs()) * r;
+    // |XH_i| <= (|d_i| + |a| + u |M|) R (1 + 4u) (d_i and M carry one rounding each), and
+    // |d_i| <= sqrt(S2) (1 + gamma_(h+1)).
+    let xh_max = 1.01 * (s.s2.sqrt() + a.abs() + U * m.abs()) * r;
     let all = alpha + beta * s.gmax + gam * xh_max <= TOL / 2.0;
     ok.then_some(Consts {
         m,
@@ -298,12 +300,12 @@ fn row_consts<S: Simd, const CENTER: bool>(
 /// `consts`, all `Some`): writes their `dx`, adds `dy * XH` to `dgamma` (if `DG`) and `dy` to
 /// `dbeta` (if `DB`), and clears `ok[r]` for every row with an element that fails its test.
 ///
-/// The columns are walked in chunks of [`LANES`], and each chunk of the sums is added to row
-/// after row in registers, in the order of the rows: the same additions, in the same order, as
-/// row by row.
+/// The columns are walked in chunks of `CW`, and each chunk of the sums is added to row after
+/// row in registers, in the order of the rows: the same additions, in the same order, as row
+/// by row (so `CW` changes no bit).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool>(
+fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool, const CW: usize>(
     (x, dy, w): (&[F], &[F], &[F]),
     dx: &mut [Y],
     n: usize,
@@ -331,11 +333,11 @@ fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool>(
         let scale = if a > 1.0 { a } else { 1.0 };
         (xh, dyw, d, e <= TOL / 2.0 * scale)
     }
-    let chunks = n / LANES;
+    let chunks = n / CW;
     for c in 0..chunks {
-        let cols = c * LANES..(c + 1) * LANES;
-        let mut sg = [0.0f64; LANES];
-        let mut sb = [0.0f64; LANES];
+        let cols = c * CW..(c + 1) * CW;
+        let mut sg = [0.0f64; CW];
+        let mut sb = [0.0f64; CW];
         if DG {
             sg.copy_from_slice(&dgamma[cols.clone()]);
         }
@@ -345,13 +347,13 @@ fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool>(
         let wc = &w[cols.clone()];
         for r in rows.clone() {
             let k = consts[r].as_ref().expect("a fast row");
-            let at = r * n + c * LANES;
-            let xr = &x[at..at + LANES];
-            let yr = &dy[at..at + LANES];
-            let out = &mut dx[at..at + LANES];
+            let at = r * n + c * CW;
+            let xr = &x[at..at + CW];
+            let yr = &dy[at..at + CW];
+            let out = &mut dx[at..at + CW];
             if k.all {
                 // Every element passes: no test.
-                for j in 0..LANES {
+                for j in 0..CW {
                     let (xh, dyw, d) = value(k, xr[j], yr[j], wc[j]);
                     out[j].put(F::narrow(d));
                     if DG {
@@ -364,7 +366,7 @@ fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool>(
                 continue;
             }
             let mut good = true;
-            for j in 0..LANES {
+            for j in 0..CW {
                 let (xh, dyw, d, pass) = element(k, xr[j], yr[j], wc[j]);
                 out[j].put(F::narrow(d));
                 good &= pass;
@@ -384,8 +386,8 @@ fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool>(
             dbeta[cols].copy_from_slice(&sb);
         }
     }
-    // The last `n % LANES` columns, each over the rows in order.
-    for j in chunks * LANES..n {
+    // The last `n % CW` columns, each over the rows in order.
+    for j in chunks * CW..n {
         for r in rows.clone() {
             let k = consts[r].as_ref().expect("a fast row");
             let at = r * n + j;
@@ -435,6 +437,9 @@ pub(crate) struct BackwardBlock<'a, F: Float, Y, P, const CENTER: bool> {
     pub(crate) scratch: &'a mut BackwardScratch<F::Wide>,
 }
 
+/// Columns per chunk of the second pass (see [`write_rows`]).
+const COLUMNS: usize = 16;
+
 /// Bytes of `x` and `dy` whose first passes run before their second passes: the first passes
 /// stream the rows from memory back to back, and the second passes find them in the L2 cache.
 const GROUP_BYTES: usize = 1 << 18;
@@ -481,7 +486,7 @@ impl<F: Float, Y: Out<F>, P: Fn(usize) -> RowPlan, const CENTER: bool>
             while r < rows {
                 let end = (r..rows).find(|&e| consts[e].is_none()).unwrap_or(rows);
                 if end > r {
-                    write_rows::<F, Y, DG, DB>(
+                    write_rows::<F, Y, DG, DB, COLUMNS>(
                         (xg, dyg, w),
                         dxg,
                         n,
@@ -711,7 +716,7 @@ mod tests {
         let mut dx = vec![0.0f32; n];
         let (mut g, mut b) = (vec![0.0; n], vec![0.0; n]);
         let mut ok = [true];
-        write_rows::<f32, f32, true, true>(
+        write_rows::<f32, f32, true, true, COLUMNS>(
             (x, dy, &w),
             &mut dx,
             n,

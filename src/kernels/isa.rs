@@ -114,23 +114,23 @@ pub trait Simd {
     /// For every chunk `k` of `x`, `dy` and `w` (in order), with `d = f64(x_k[j]) - p` and
     /// `g = f64(dy_k[j]) * f64(w_k[j])`, for `j` in `0..8`: `acc[0][j] += d` and
     /// `acc[2][j] += g` (if `CENTER`), `acc[1][j] += d * d`, `acc[3][j] += g * d`, and
-    /// `acc[4][j] = if |g| > acc[4][j] { |g| } else { acc[4][j] }`, and the same maxima of
-    /// `|d|` in `acc[5][j]` and of `|f64(dy_k[j])|` in `acc[6][j]` (each product rounded, then
-    /// the sum: no fused multiply-add). Every version performs exactly these operations on
+    /// `acc[4][j] = if |g| > acc[4][j] { |g| } else { acc[4][j] }`, and the same maximum of
+    /// `|f64(dy_k[j])|` in `acc[5][j]` (each product rounded, then the sum: no fused
+    /// multiply-add). Every version performs exactly these operations on
     /// each lane.
     fn backward_sums<const CENTER: bool>(
         x: &[[f32; 8]],
         dy: &[[f32; 8]],
         w: &[[f32; 8]],
         p: f64,
-        acc: &mut [[f64; 8]; 7],
+        acc: &mut [[f64; 8]; 6],
     );
 }
 
 /// The operations of [`Simd::backward_sums`] on one element, into lane `j`.
 #[inline(always)]
 pub(crate) fn backward_element<const CENTER: bool>(
-    acc: &mut [[f64; 8]; 7],
+    acc: &mut [[f64; 8]; 6],
     j: usize,
     (x, dy, w): (f32, f32, f32),
     p: f64,
@@ -145,10 +145,8 @@ pub(crate) fn backward_element<const CENTER: bool>(
     acc[3][j] += g * d;
     let a = g.abs();
     acc[4][j] = if a > acc[4][j] { a } else { acc[4][j] };
-    let b = d.abs();
-    acc[5][j] = if b > acc[5][j] { b } else { acc[5][j] };
     let c = f64::from(dy).abs();
-    acc[6][j] = if c > acc[6][j] { c } else { acc[6][j] };
+    acc[5][j] = if c > acc[5][j] { c } else { acc[5][j] };
 }
 
 /// The marker of [`Isa::Baseline`].
@@ -178,7 +176,7 @@ impl Simd for Baseline {
         dy: &[[f32; 8]],
         w: &[[f32; 8]],
         p: f64,
-        acc: &mut [[f64; 8]; 7],
+        acc: &mut [[f64; 8]; 6],
     ) {
         for ((cx, cd), cw) in x.iter().zip(dy).zip(w) {
             for j in 0..8 {
@@ -231,13 +229,13 @@ impl Simd for Avx2 {
         dy: &[[f32; 8]],
         w: &[[f32; 8]],
         p: f64,
-        acc: &mut [[f64; 8]; 7],
+        acc: &mut [[f64; 8]; 6],
     ) {
         use std::arch::x86_64::*;
         // SAFETY: only instantiated inside `avx2`, compiled with AVX2 on a processor that has
         // it; every load and store is of 4 values within an 8-element array.
         unsafe {
-            let mut v: [[__m256d; 2]; 7] = std::array::from_fn(|s| {
+            let mut v: [[__m256d; 2]; 6] = std::array::from_fn(|s| {
                 std::array::from_fn(|k| _mm256_loadu_pd(acc[s][4 * k..].as_ptr()))
             });
             let pv = _mm256_set1_pd(p);
@@ -257,8 +255,7 @@ impl Simd for Avx2 {
                     v[3][k] = _mm256_add_pd(v[3][k], _mm256_mul_pd(g, d));
                     // max(a, m) is `a > m ? a : m` (the second operand where either is NaN).
                     v[4][k] = _mm256_max_pd(_mm256_andnot_pd(sign, g), v[4][k]);
-                    v[5][k] = _mm256_max_pd(_mm256_andnot_pd(sign, d), v[5][k]);
-                    v[6][k] = _mm256_max_pd(_mm256_andnot_pd(sign, dv), v[6][k]);
+                    v[5][k] = _mm256_max_pd(_mm256_andnot_pd(sign, dv), v[5][k]);
                 }
             }
             for (s, vs) in v.iter().enumerate() {
@@ -314,13 +311,13 @@ impl Simd for Avx512 {
         dy: &[[f32; 8]],
         w: &[[f32; 8]],
         p: f64,
-        acc: &mut [[f64; 8]; 7],
+        acc: &mut [[f64; 8]; 6],
     ) {
         use std::arch::x86_64::*;
         // SAFETY: only instantiated inside `avx512`, compiled with AVX-512F/DQ on a processor
         // that has them; every load and store is of 8 values within an 8-element array.
         unsafe {
-            let mut v: [__m512d; 7] = std::array::from_fn(|s| _mm512_loadu_pd(acc[s].as_ptr()));
+            let mut v: [__m512d; 6] = std::array::from_fn(|s| _mm512_loadu_pd(acc[s].as_ptr()));
             let pv = _mm512_set1_pd(p);
             let sign = _mm512_set1_pd(-0.0);
             for ((cx, cd), cw) in x.iter().zip(dy).zip(w) {
@@ -337,8 +334,7 @@ impl Simd for Avx512 {
                 v[3] = _mm512_add_pd(v[3], _mm512_mul_pd(g, d));
                 // max(a, m) is `a > m ? a : m` (the second operand where either is NaN).
                 v[4] = _mm512_max_pd(_mm512_andnot_pd(sign, g), v[4]);
-                v[5] = _mm512_max_pd(_mm512_andnot_pd(sign, d), v[5]);
-                v[6] = _mm512_max_pd(_mm512_andnot_pd(sign, dv), v[6]);
+                v[5] = _mm512_max_pd(_mm512_andnot_pd(sign, dv), v[5]);
             }
             for (s, vs) in v.iter().enumerate() {
                 _mm512_storeu_pd(acc[s].as_mut_ptr(), *vs);
