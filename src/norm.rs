@@ -324,11 +324,13 @@ impl<F: Float> Core<F> {
         // At least one block: the first block's sums become the totals (zeros without rows).
         let blocks = rows.div_ceil(ROW_BLOCK).max(1);
         let mut parts = vec![0.0f64; blocks * width.max(1)];
-        let ones = if gamma.is_none() && F::HAS_FAST {
-            vec![F::one(); n]
-        } else {
-            Vec::new()
+        // f32: gamma as f64 (ones without gamma), for the fast path; f64: nothing.
+        let wide_gamma: Vec<f64> = match gamma {
+            _ if !F::HAS_FAST => Vec::new(),
+            Some(g) => g.iter().map(|v| v.wide()).collect(),
+            None => vec![1.0; n],
         };
+        let wmax = wide_gamma.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         let isa = Isa::best();
         fold_row_blocks(
             x,
@@ -357,7 +359,8 @@ impl<F: Float> Core<F> {
                     n,
                     plan: |r| plan(first_row + r),
                     gamma,
-                    ones: &ones,
+                    wide_gamma: &wide_gamma,
+                    wmax,
                     sums,
                     scratch,
                 });

@@ -10,8 +10,7 @@
 //! `f64`, `d_i = x_i - p` and the sums
 //!
 //! ```text
-//! S1 = sum d_i,   S2 = sum d_i^2,   G = sum g_i,   P = sum g_i d_i,
-//! gmax = max |g_i|,   dymax = max |dy_i|
+//! S1 = sum d_i,   S2 = sum d_i^2,   G = sum g_i,   P = sum g_i d_i,   dymax = max |dy_i|
 //! ```
 //!
 //! element `i` into lane `i % LANES` (`LANES = 8`), then the lanes in a fixed pairwise tree
@@ -19,7 +18,11 @@
 //! first passes of a group of rows (about 256 KiB of `x` and `dy`) run before their second
 //! passes, so that they stream from memory back to back and the second passes find the rows
 //! in the L2 cache.
-//! Then (`n` the row length; hats on computed values are dropped where no confusion arises):
+//!
+//! `gmax = dymax * max |gamma|` (exact: a product of two `f32` values) bounds every `|g_i|`
+//! (below, `gmax` is this bound, not the largest `|g_i|`; gamma is widened to `f64` once per
+//! call). Then (`n` the row length; hats on computed values are dropped where no confusion
+//! arises):
 //!
 //! * statistics recomputed: `a = S1 / n` (LayerNorm; 0 for RMSNorm), `q = S2 / n`,
 //!   `var = q - a^2` (RMSNorm: `q`), `v = var + eps`, `R = 1 / sqrt(v)`, `M = p + a`;
@@ -35,7 +38,7 @@
 //! and adds `dy_i XH_i` to the `dgamma` sum of its column and `dy_i` to the `dbeta` sum (plain
 //! `f64` sums over the rows of a block of at most 64 rows, in the order of the rows; the blocks
 //! are merged with compensation, see `Core::backward`). The second pass walks the columns in
-//! chunks of `LANES` across a run of consecutive fast rows, so that each chunk of the column
+//! chunks of 16 (`COLUMNS`) across a run of consecutive fast rows, so that each chunk of the column
 //! sums stays in registers from row to row: the same additions in the same order as row by
 //! row. These are the formulas of the exact path with `mean(g) = MG` and
 //! `mean(g xhat) = MGX`. The operations are the same in every instruction set (no fused
@@ -158,11 +161,17 @@ fn tree(mut s: [f64; LANES]) -> f64 {
     s[0]
 }
 
-/// The first pass over a row with pivot `p` (`w` is gamma, or ones), lanes through
+/// The first pass over a row with pivot `p` (`w` is gamma as `f64`, or ones, and `wmax` its
+/// largest magnitude), lanes through
 /// [`Simd::backward_sums`] and the tail element by element, into the first lanes.
 #[inline(always)]
-fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f64) -> Sums {
-    let mut acc = [[0.0f64; LANES]; 6];
+fn row_sums<S: Simd, const CENTER: bool>(
+    x: &[f32],
+    dy: &[f32],
+    (w, wmax): (&[f64], f64),
+    p: f64,
+) -> Sums {
+    let mut acc = [[0.0f64; LANES]; 5];
     let (xc, xt) = x.as_chunks::<LANES>();
     let (dc, dt) = dy.as_chunks::<LANES>();
     let (wc, wt) = w.as_chunks::<LANES>();
@@ -170,14 +179,15 @@ fn row_sums<S: Simd, const CENTER: bool>(x: &[f32], dy: &[f32], w: &[f32], p: f6
     for (j, ((&vx, &vd), &vw)) in xt.iter().zip(dt).zip(wt).enumerate() {
         backward_element::<CENTER>(&mut acc, j, (vx, vd, vw), p);
     }
-    let [s1, s2, g, pp, gm, ym] = acc;
+    let [s1, s2, g, pp, ym] = acc;
     let max = |m: [f64; LANES]| m.into_iter().fold(0.0f64, |a, v| if v > a { v } else { a });
     Sums {
         s1: tree(s1),
         s2: tree(s2),
         g: tree(g),
         p: tree(pp),
-        gmax: max(gm),
+        // |g_i| = |dy_i| |w_i| <= dymax wmax, a product of two f32 values: exact.
+        gmax: max(ym) * wmax,
         dymax: max(ym),
     }
 }
@@ -205,7 +215,7 @@ struct Consts {
 fn row_consts<S: Simd, const CENTER: bool>(
     x: &[f32],
     dy: &[f32],
-    w: &[f32],
+    w: (&[f64], f64),
     plan: RowPlan,
 ) -> Option<Consts> {
     let n = x.len();
@@ -306,7 +316,7 @@ fn row_consts<S: Simd, const CENTER: bool>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool, const CW: usize>(
-    (x, dy, w): (&[F], &[F], &[F]),
+    (x, dy, w): (&[F], &[F], &[f64]),
     dx: &mut [Y],
     n: usize,
     rows: std::ops::Range<usize>,
@@ -317,17 +327,17 @@ fn write_rows<F: Float, Y: Out<F>, const DG: bool, const DB: bool, const CW: usi
 ) {
     /// `(XH, dy, DX)` of one element.
     #[inline(always)]
-    fn value<F: Float>(k: &Consts, x: F, dy: F, w: F) -> (f64, f64, f64) {
+    fn value<F: Float>(k: &Consts, x: F, dy: F, w: f64) -> (f64, f64, f64) {
         let xh = (x.wide() - k.m) * k.r;
         let dyw = dy.wide();
-        let d = ((dyw * w.wide() - k.mg) - xh * k.mgx) * k.r;
+        let d = ((dyw * w - k.mg) - xh * k.mgx) * k.r;
         (xh, dyw, d)
     }
     /// `value`, and whether the element passes its test.
     #[inline(always)]
-    fn element<F: Float>(k: &Consts, x: F, dy: F, w: F) -> (f64, f64, f64, bool) {
+    fn element<F: Float>(k: &Consts, x: F, dy: F, w: f64) -> (f64, f64, f64, bool) {
         let (xh, dyw, d) = value(k, x, dy, w);
-        let g = dyw * w.wide();
+        let g = dyw * w;
         let e = k.alpha + k.beta * g.abs() + k.gam * xh.abs();
         let a = d.abs();
         let scale = if a > 1.0 { a } else { 1.0 };
@@ -431,8 +441,10 @@ pub(crate) struct BackwardBlock<'a, F: Float, Y, P, const CENTER: bool> {
     /// The plan of row `r` of the block.
     pub(crate) plan: P,
     pub(crate) gamma: Option<&'a [F]>,
-    /// `n` ones, standing in for gamma where the layer has none (`f32` only).
-    pub(crate) ones: &'a [F],
+    /// Gamma as `f64`, or `n` ones where the layer has none (`f32` only: empty for `f64`).
+    pub(crate) wide_gamma: &'a [f64],
+    /// The largest magnitude in `wide_gamma`.
+    pub(crate) wmax: f64,
     pub(crate) sums: BlockSums<'a>,
     pub(crate) scratch: &'a mut BackwardScratch<F::Wide>,
 }
@@ -457,11 +469,11 @@ impl<F: Float, Y: Out<F>, P: Fn(usize) -> RowPlan, const CENTER: bool>
             n,
             plan,
             gamma,
-            ones,
+            wide_gamma: w,
+            wmax,
             mut sums,
             scratch,
         } = self;
-        let w = gamma.unwrap_or(ones);
         let group = (GROUP_BYTES / (2 * n * std::mem::size_of::<F>())).clamp(1, ROW_BLOCK);
         let mut consts = [None; ROW_BLOCK];
         let mut ok = [true; ROW_BLOCK];
@@ -472,9 +484,9 @@ impl<F: Float, Y: Out<F>, P: Fn(usize) -> RowPlan, const CENTER: bool>
             // The first passes of the group.
             for (r, c) in consts.iter_mut().enumerate().take(rows) {
                 let (x, dy) = row(r);
-                *c = match (F::as_f32(x), F::as_f32(dy), F::as_f32(w)) {
-                    (Some(x), Some(dy), Some(w)) => {
-                        row_consts::<S, CENTER>(x, dy, w, plan(k * group + r))
+                *c = match (F::as_f32(x), F::as_f32(dy)) {
+                    (Some(x), Some(dy)) => {
+                        row_consts::<S, CENTER>(x, dy, (w, wmax), plan(k * group + r))
                     }
                     _ => None,
                 };
@@ -642,7 +654,11 @@ mod tests {
         let (b, bound) = rest.split_at_mut(2 * n);
         let (g_hi, g_lo) = g.split_at_mut(n);
         let (b_hi, b_lo) = b.split_at_mut(n);
-        let ones = vec![1.0f32; n];
+        let wide: Vec<f64> = match gamma {
+            Some(g) => g.iter().map(|&v| f64::from(v)).collect(),
+            None => vec![1.0; n],
+        };
+        let wmax = wide.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         let mut scratch = BackwardScratch::default();
         // Saved statistics: those of a plain f64 evaluation (any values will do: they are
         // used as given).
@@ -669,7 +685,8 @@ mod tests {
             n,
             plan: |r| plans[r],
             gamma,
-            ones: &ones,
+            wide_gamma: &wide,
+            wmax,
             sums: BlockSums {
                 gamma: ColumnParts { hi: g_hi, lo: g_lo },
                 beta: ColumnParts { hi: b_hi, lo: b_lo },
@@ -711,8 +728,8 @@ mod tests {
     /// whether every element passes its test.
     fn path(x: &[f32], dy: &[f32]) -> Option<(Consts, bool)> {
         let n = x.len();
-        let w = vec![1.0f32; n];
-        let k = row_consts::<Baseline, true>(x, dy, &w, RowPlan::Recompute(1e-5))?;
+        let w = vec![1.0f64; n];
+        let k = row_consts::<Baseline, true>(x, dy, (&w, 1.0), RowPlan::Recompute(1e-5))?;
         let mut dx = vec![0.0f32; n];
         let (mut g, mut b) = (vec![0.0; n], vec![0.0; n]);
         let mut ok = [true];
@@ -757,15 +774,17 @@ mod tests {
             let mut inf = dy.clone();
             inf[0] = f32::INFINITY;
             assert!(path(&x, &inf).is_none());
-            let w = vec![1.0f32; n];
+            let w = vec![1.0f64; n];
             let flat = vec![3.0f32; n];
             let plan = RowPlan::Recompute(0.0);
-            assert!(row_consts::<Baseline, true>(&flat, &dy, &w, plan).is_none());
+            assert!(row_consts::<Baseline, true>(&flat, &dy, (&w, 1.0), plan).is_none());
         }
         // RMSNorm rows of one element have their own closed form.
         let plan = RowPlan::Recompute(1e-5);
-        assert!(row_consts::<Baseline, false>(&[2.0], &[1.0], &[1.0], plan).is_none());
-        assert!(row_consts::<Baseline, false>(&[2.0, 1.0], &[1.0, 3.0], &[1.0; 2], plan).is_some());
+        let one = (&[1.0f64][..], 1.0);
+        assert!(row_consts::<Baseline, false>(&[2.0], &[1.0], one, plan).is_none());
+        let two = (&[1.0f64; 2][..], 1.0);
+        assert!(row_consts::<Baseline, false>(&[2.0, 1.0], &[1.0, 3.0], two, plan).is_some());
     }
 
     #[test]

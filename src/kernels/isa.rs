@@ -112,41 +112,38 @@ pub trait Simd {
     );
 
     /// For every chunk `k` of `x`, `dy` and `w` (in order), with `d = f64(x_k[j]) - p` and
-    /// `g = f64(dy_k[j]) * f64(w_k[j])`, for `j` in `0..8`: `acc[0][j] += d` and
-    /// `acc[2][j] += g` (if `CENTER`), `acc[1][j] += d * d`, `acc[3][j] += g * d`, and
-    /// `acc[4][j] = if |g| > acc[4][j] { |g| } else { acc[4][j] }`, and the same maximum of
-    /// `|f64(dy_k[j])|` in `acc[5][j]` (each product rounded, then the sum: no fused
-    /// multiply-add). Every version performs exactly these operations on
+    /// `g = f64(dy_k[j]) * w_k[j]`, for `j` in `0..8`: `acc[0][j] += d` and `acc[2][j] += g`
+    /// (if `CENTER`), `acc[1][j] += d * d`, `acc[3][j] += g * d`, and
+    /// `acc[4][j] = if |b| > acc[4][j] { |b| } else { acc[4][j] }` with `b = f64(dy_k[j])`
+    /// (each product rounded, then the sum: no fused multiply-add). Every version performs exactly these operations on
     /// each lane.
     fn backward_sums<const CENTER: bool>(
         x: &[[f32; 8]],
         dy: &[[f32; 8]],
-        w: &[[f32; 8]],
+        w: &[[f64; 8]],
         p: f64,
-        acc: &mut [[f64; 8]; 6],
+        acc: &mut [[f64; 8]; 5],
     );
 }
 
 /// The operations of [`Simd::backward_sums`] on one element, into lane `j`.
 #[inline(always)]
 pub(crate) fn backward_element<const CENTER: bool>(
-    acc: &mut [[f64; 8]; 6],
+    acc: &mut [[f64; 8]; 5],
     j: usize,
-    (x, dy, w): (f32, f32, f32),
+    (x, dy, w): (f32, f32, f64),
     p: f64,
 ) {
     let d = f64::from(x) - p;
-    let g = f64::from(dy) * f64::from(w);
+    let g = f64::from(dy) * w;
     if CENTER {
         acc[0][j] += d;
         acc[2][j] += g;
     }
     acc[1][j] += d * d;
     acc[3][j] += g * d;
-    let a = g.abs();
-    acc[4][j] = if a > acc[4][j] { a } else { acc[4][j] };
-    let c = f64::from(dy).abs();
-    acc[5][j] = if c > acc[5][j] { c } else { acc[5][j] };
+    let b = f64::from(dy).abs();
+    acc[4][j] = if b > acc[4][j] { b } else { acc[4][j] };
 }
 
 /// The marker of [`Isa::Baseline`].
@@ -174,9 +171,9 @@ impl Simd for Baseline {
     fn backward_sums<const CENTER: bool>(
         x: &[[f32; 8]],
         dy: &[[f32; 8]],
-        w: &[[f32; 8]],
+        w: &[[f64; 8]],
         p: f64,
-        acc: &mut [[f64; 8]; 6],
+        acc: &mut [[f64; 8]; 5],
     ) {
         for ((cx, cd), cw) in x.iter().zip(dy).zip(w) {
             for j in 0..8 {
@@ -227,15 +224,15 @@ impl Simd for Avx2 {
     fn backward_sums<const CENTER: bool>(
         x: &[[f32; 8]],
         dy: &[[f32; 8]],
-        w: &[[f32; 8]],
+        w: &[[f64; 8]],
         p: f64,
-        acc: &mut [[f64; 8]; 6],
+        acc: &mut [[f64; 8]; 5],
     ) {
         use std::arch::x86_64::*;
         // SAFETY: only instantiated inside `avx2`, compiled with AVX2 on a processor that has
         // it; every load and store is of 4 values within an 8-element array.
         unsafe {
-            let mut v: [[__m256d; 2]; 6] = std::array::from_fn(|s| {
+            let mut v: [[__m256d; 2]; 5] = std::array::from_fn(|s| {
                 std::array::from_fn(|k| _mm256_loadu_pd(acc[s][4 * k..].as_ptr()))
             });
             let pv = _mm256_set1_pd(p);
@@ -244,7 +241,7 @@ impl Simd for Avx2 {
                 for k in 0..2 {
                     let xv = _mm256_cvtps_pd(_mm_loadu_ps(cx[4 * k..].as_ptr()));
                     let dv = _mm256_cvtps_pd(_mm_loadu_ps(cd[4 * k..].as_ptr()));
-                    let wv = _mm256_cvtps_pd(_mm_loadu_ps(cw[4 * k..].as_ptr()));
+                    let wv = _mm256_loadu_pd(cw[4 * k..].as_ptr());
                     let d = _mm256_sub_pd(xv, pv);
                     let g = _mm256_mul_pd(dv, wv);
                     if CENTER {
@@ -254,8 +251,7 @@ impl Simd for Avx2 {
                     v[1][k] = _mm256_add_pd(v[1][k], _mm256_mul_pd(d, d));
                     v[3][k] = _mm256_add_pd(v[3][k], _mm256_mul_pd(g, d));
                     // max(a, m) is `a > m ? a : m` (the second operand where either is NaN).
-                    v[4][k] = _mm256_max_pd(_mm256_andnot_pd(sign, g), v[4][k]);
-                    v[5][k] = _mm256_max_pd(_mm256_andnot_pd(sign, dv), v[5][k]);
+                    v[4][k] = _mm256_max_pd(_mm256_andnot_pd(sign, dv), v[4][k]);
                 }
             }
             for (s, vs) in v.iter().enumerate() {
@@ -309,21 +305,21 @@ impl Simd for Avx512 {
     fn backward_sums<const CENTER: bool>(
         x: &[[f32; 8]],
         dy: &[[f32; 8]],
-        w: &[[f32; 8]],
+        w: &[[f64; 8]],
         p: f64,
-        acc: &mut [[f64; 8]; 6],
+        acc: &mut [[f64; 8]; 5],
     ) {
         use std::arch::x86_64::*;
         // SAFETY: only instantiated inside `avx512`, compiled with AVX-512F/DQ on a processor
         // that has them; every load and store is of 8 values within an 8-element array.
         unsafe {
-            let mut v: [__m512d; 6] = std::array::from_fn(|s| _mm512_loadu_pd(acc[s].as_ptr()));
+            let mut v: [__m512d; 5] = std::array::from_fn(|s| _mm512_loadu_pd(acc[s].as_ptr()));
             let pv = _mm512_set1_pd(p);
             let sign = _mm512_set1_pd(-0.0);
             for ((cx, cd), cw) in x.iter().zip(dy).zip(w) {
                 let xv = _mm512_cvtps_pd(_mm256_loadu_ps(cx.as_ptr()));
                 let dv = _mm512_cvtps_pd(_mm256_loadu_ps(cd.as_ptr()));
-                let wv = _mm512_cvtps_pd(_mm256_loadu_ps(cw.as_ptr()));
+                let wv = _mm512_loadu_pd(cw.as_ptr());
                 let d = _mm512_sub_pd(xv, pv);
                 let g = _mm512_mul_pd(dv, wv);
                 if CENTER {
@@ -333,8 +329,7 @@ impl Simd for Avx512 {
                 v[1] = _mm512_add_pd(v[1], _mm512_mul_pd(d, d));
                 v[3] = _mm512_add_pd(v[3], _mm512_mul_pd(g, d));
                 // max(a, m) is `a > m ? a : m` (the second operand where either is NaN).
-                v[4] = _mm512_max_pd(_mm512_andnot_pd(sign, g), v[4]);
-                v[5] = _mm512_max_pd(_mm512_andnot_pd(sign, dv), v[5]);
+                v[4] = _mm512_max_pd(_mm512_andnot_pd(sign, dv), v[4]);
             }
             for (s, vs) in v.iter().enumerate() {
                 _mm512_storeu_pd(acc[s].as_mut_ptr(), *vs);
