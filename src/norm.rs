@@ -331,7 +331,13 @@ impl<F: Float> Core<F> {
             None => vec![1.0; n],
         };
         let wmax = wide_gamma.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        let isa = Isa::best();
+        // f64 rows all take the exact path, whose `backward_row` chooses its own instruction
+        // set: the block loop runs as compiled (no vector loop of its own to widen).
+        let isa = if F::HAS_FAST {
+            Isa::best()
+        } else {
+            Isa::Baseline
+        };
         fold_row_blocks(
             x,
             dy,
