@@ -23,6 +23,15 @@
 //! both means as compensated sums divided once by `n`, and a division by `s`. It never forms the
 //! uncentred `sum(g * x)`, whose cancellation loses digits in proportion to `|mean| / std`.
 //!
+//! `f32` rows first try a fast path: their values widen exactly to `f64`, so plain `f64` sums
+//! (of the row shifted by a pivot: its first element, or the saved mean) carry an error that an
+//! a-posteriori bound computed with them can limit. Where the bound shows every element of `dx`
+//! within `2^-30 max(1, |dx|)` of the exact value (and `xhat` within `2^-31` relative plus
+//! `2^-32` absolute), the fast result is kept; elsewhere (most often where `dx` cancels far
+//! below its terms, e.g. `dy = c x` with a large `c`, or rows offset by `2^21` standard
+//! deviations) the row is computed as described here. The bound is written out term by term in
+//! the kernel (`kernels/backward_fast.rs`).
+//!
 //! Two checks of the formula: with `gamma = 1`, `sum_j dL/dx_j = (n mean(g) - n mean(g) -
 //! mean(g xhat) sum_j xhat_j) / s = 0`, and `sum_j xhat_j dL/dx_j = (sum g xhat - 0 - mean(g xhat)
 //! sum xhat^2) / s = sum(g xhat) (1 - var/(var + eps)) / s`, which is 0 when `eps = 0`.
@@ -47,9 +56,13 @@
 //! (the output jumps), and it is defined as 0, consistently with its output being defined as 0.
 //!
 //! # Order of the parameter sums
-//! `dgamma` and `dbeta` are sums over rows. Rows are visited in logical order, summed with
-//! compensation in blocks of a fixed number of rows, and the blocks are merged in order, so the
+//! `dgamma` and `dbeta` are sums over rows. Rows are visited in logical order, summed in blocks
+//! of a fixed number of rows (64), and the blocks are merged in order with compensation, so the
 //! result does not depend on the layout of the input (nor, with threads, on their number).
+//! Within a block the sums are compensated for `f64` input; for `f32` input they are plain `f64`
+//! sums, whose error is bounded by `64 u` of the sum of the magnitudes of their terms: below
+//! the `dgamma` contract for any number of rows, and checked against `dbeta` for each column
+//! at the end (a column that fails the check is summed again, with compensation).
 
 use ndarray::{ArrayRef, Dimension};
 
@@ -77,9 +90,13 @@ impl<F: Float> LayerNorm<F> {
     /// subtraction in `dx`, whose terms can be far larger than its result, costs nothing
     /// visible: measured against exact arithmetic, every gradient is within 0.5 units of
     /// `F::EPSILON * max(1, |exact|)` for `f64` input, offsets included, and within 4 units for
-    /// `f32` input (0.5 on centred rows; up to 2.8 where `|mean| / std` reaches 1e5).
+    /// `f32` input (0.5 on centred rows; up to 2.8 where `|mean| / std` reaches 1e5). For `f32`
+    /// input the sums are plain `f64` sums wherever an a-posteriori bound shows that each
+    /// result is within `2^-30 max(1, |exact|)` before its rounding (most rows), and
+    /// compensated sums elsewhere, such as where `dx` cancels far below its terms.
     /// [`backward_with_stats`](Self::backward_with_stats) reuses saved statistics instead. The
-    /// result is bitwise the same for every layout of `x` and `dy`.
+    /// result is bitwise the same for every layout of `x` and `dy`, every number of threads
+    /// and every instruction set.
     ///
     /// A row of one element has an input gradient of exactly 0; so does a constant row when
     /// `eps == 0` (where the true gradient does not exist). A NaN or an infinity in a row of `x`

@@ -20,6 +20,7 @@ use ndarray::{
 };
 use num_traits::Zero;
 
+use crate::float::Float;
 use crate::parallel;
 
 /// Rows per block of the backward pass and of `moments`: the unit of work for a thread, and
@@ -459,43 +460,77 @@ type BlockMutPair<'a, F, T> = (
     ArrayViewMut1<'a, T>,
 );
 
-/// Calls `f(first_row, x_rows, dy_rows, dx_rows)` on blocks of [`ROW_BLOCK`] rows of `x` and
-/// the matching rows of `dy` and `dx` (all three of the same shape), and returns the results
-/// in block order, whatever the layout or the number of threads. `dx` must be in standard
-/// layout. `reduce` receives the results in block order.
-pub(crate) fn fold_row_blocks<F, R, D>(
+/// Calls `f(first_row, x_rows, dy_rows, dx_rows, part, state)` on blocks of [`ROW_BLOCK`] rows
+/// of `x` and the matching rows of `dy` and `dx` (all three of the same shape), whatever the
+/// layout or the number of threads. `dx` must be in standard layout. Block `b` also gets
+/// `parts[b * w..b * w + width]` with `w = max(width, 1)` (`parts` holds `w` values per
+/// block), where it
+/// leaves its per-block results for the caller to reduce in block order, and `state`, scratch
+/// space of the thread that runs it (`T::default()` once per thread).
+pub(crate) fn fold_row_blocks<F, Y, T, D>(
     x: &ArrayRef<F, D>,
     dy: &ArrayRef<F, D>,
-    dx: &mut ArrayRef<F, D>,
+    dx: &mut ArrayRef<Y, D>,
     axes: usize,
-    f: impl Fn(usize, &[F], &[F], &mut [F]) -> R + Sync,
-    reduce: impl FnMut(R),
+    (parts, width): (&mut [f64], usize),
+    f: impl Fn(usize, &[F], &[F], &mut [Y], &mut [f64], &mut T) + Sync,
 ) where
     F: Copy + Zero + Send + Sync,
-    R: Send,
+    Y: Send,
+    T: Default + Send,
     D: Dimension,
 {
     let (x2, dy2) = (rows_of(x, axes), rows_of(dy, axes));
     let mut dx2 = rows_view_mut(dx, axes).expect("dx is created in standard layout");
+    debug_assert!(parts.len() >= x2.nrows().div_ceil(ROW_BLOCK) * width.max(1));
+    // `chunks_mut` needs a nonzero size: with `width == 0` every block gets an empty slice.
+    let chunks = parts.chunks_mut(width.max(1)).map(|c| &mut c[..width]);
     parallel::map_blocks_in_order(
         x2.len(),
         x2.axis_chunks_iter(Axis(0), ROW_BLOCK)
             .zip(dy2.axis_chunks_iter(Axis(0), ROW_BLOCK))
             .zip(dx2.axis_chunks_iter_mut(Axis(0), ROW_BLOCK))
+            .zip(chunks)
             .enumerate(),
-        |scratch: &mut Scratch<F>, (b, ((xb, dyb), mut dxb)): BlockTriple<'_, F>| {
+        |(scratch, state): &mut (Scratch<F>, T),
+         (b, (((xb, dyb), mut dxb), part)): BlockTriple<'_, F, Y>| {
             let xs = block_slice(xb, &mut scratch.a);
             let dys = block_slice(dyb, &mut scratch.b);
             let dxs = dxb
                 .as_slice_mut()
                 .expect("dx is created in standard layout");
-            f(b * ROW_BLOCK, xs, dys, dxs)
+            f(b * ROW_BLOCK, xs, dys, dxs, part, state)
         },
-        reduce,
+        |()| (),
     );
 }
 
-type BlockTriple<'a, F> = (
+type BlockTriple<'a, F, Y> = (
     usize,
-    ((ArrayView2<'a, F>, ArrayView2<'a, F>), ArrayViewMut2<'a, F>),
+    (
+        ((ArrayView2<'a, F>, ArrayView2<'a, F>), ArrayViewMut2<'a, Y>),
+        &'a mut [f64],
+    ),
 );
+
+/// The compensated sums `hi + lo` of the given columns of the rows of `x` (its last `axes` axes
+/// merged into the row), over the rows in logical order: one TwoSum accumulation per column,
+/// whatever the layout.
+pub(crate) fn exact_column_sums<F, D>(
+    x: &ArrayRef<F, D>,
+    axes: usize,
+    columns: &[usize],
+) -> Vec<(f64, f64)>
+where
+    F: Float,
+    D: Dimension,
+{
+    let x2 = rows_of(x, axes);
+    let mut sums = vec![(0.0, 0.0); columns.len()];
+    for row in x2.rows() {
+        for ((hi, lo), &j) in sums.iter_mut().zip(columns) {
+            crate::kernels::accumulate(hi, lo, row[j].wide());
+        }
+    }
+    sums
+}

@@ -36,6 +36,8 @@ pub(crate) mod private {
         const HAS_FAST: bool;
         /// The statistics a caller keeps of a row that took the fast path.
         fn fast_recorded<const CENTER: bool>(s: &FastStats, x: &[Self], eps: f64) -> RowStats;
+        /// The values as `f32`, where they are (the fast backward path of `f32` rows).
+        fn as_f32(v: &[Self]) -> Option<&[f32]>;
     }
 
     impl Sealed for f32 {
@@ -72,6 +74,10 @@ pub(crate) mod private {
         fn fast_recorded<const CENTER: bool>(s: &FastStats, x: &[Self], eps: f64) -> RowStats {
             s.recorded::<CENTER>(x, eps)
         }
+        #[inline(always)]
+        fn as_f32(v: &[Self]) -> Option<&[f32]> {
+            Some(v)
+        }
     }
 
     impl Sealed for f64 {
@@ -97,6 +103,10 @@ pub(crate) mod private {
         #[inline]
         fn fast_recorded<const CENTER: bool>(_: &FastStats, x: &[Self], eps: f64) -> RowStats {
             crate::kernels::row_stats::<f64, CENTER>(x, eps)
+        }
+        #[inline(always)]
+        fn as_f32(_: &[Self]) -> Option<&[f32]> {
+            None
         }
     }
 }

@@ -6,17 +6,20 @@
 //! is the `CENTER` constant of every method here and of the kernels ([`LAYER`] or [`RMS`]),
 //! chosen at compile time, so that each layer runs its own specialized code.
 
+use std::cmp::Ordering;
+
 use ndarray::{Array, ArrayD, ArrayRef, Dimension, IxDyn};
 
 use crate::driver::{
-    fold_row_blocks, for_each_row_mut, for_each_row_mut_pair, for_each_row_pair, for_each_row_quad,
-    fresh_row_pair, rows_by_len,
+    exact_column_sums, fold_row_blocks, for_each_row_mut, for_each_row_mut_pair, for_each_row_pair,
+    for_each_row_quad, fresh_row_pair, rows_by_len, ROW_BLOCK,
 };
 use crate::error::{Error, Param};
 use crate::float::Float;
 use crate::kernels::{
-    backward_row, normalize_rows, normalize_rows_inplace, residual_rows, residual_rows_inplace,
-    BackwardScratch, ColumnSums, Isa, ParamSums, Row, RowPlan,
+    finish_sums, merge_plain, merge_sums, normalize_rows, normalize_rows_inplace, residual_rows,
+    residual_rows_inplace, BackwardBlock, BackwardScratch, BlockSums, ColumnParts, Isa, Row,
+    RowPlan,
 };
 use crate::outputs::Gradients;
 use crate::validate;
@@ -343,66 +346,151 @@ impl<F: Float> Core<F> {
     }
 
     /// The gradients for a checked `x` and a `dy` of its shape, with `plan(i)` giving the
-    /// statistics of row `i`. Each block of rows sums the parameter gradients into its own
-    /// compensated column sums, and the blocks are merged in block order.
+    /// statistics of row `i`. Each block of rows leaves its sums of the parameter gradients
+    /// (`hi + lo` per column) in its own part of one buffer, and the parts are merged in block
+    /// order, so that the result does not depend on the number of threads.
+    #[allow(unsafe_code)]
     pub(crate) fn backward<const CENTER: bool, D: Dimension>(
         &self,
         x: &ArrayRef<F, D>,
         dy: &ArrayRef<F, D>,
         plan: impl Fn(usize) -> RowPlan + Sync,
     ) -> Gradients<F, D> {
-        let (_, n) = rows_by_len(x.shape(), self.axes);
+        let (rows, n) = rows_by_len(x.shape(), self.axes);
         let (gamma, beta) = self.params();
-        let mut input = Array::zeros(x.raw_dim());
-        let new_sums = |present: bool| present.then(|| ColumnSums::new(n));
-        let mut gamma_total = new_sums(gamma.is_some());
-        let mut beta_total = new_sums(beta.is_some());
+        // Written without being zeroed first: see the `assume_init` below.
+        let mut input = Array::uninit(x.raw_dim());
+        // Per block: gamma's hi and lo, then beta's, n values each (whether the layer has the
+        // parameter or not, so that the kernel's loop has the same shape either way), then
+        // the bound of the `f32` dbeta sums (`check_plain_dbeta`).
+        let width = 4 * n + 1;
+        // At least one block: the first block's sums become the totals (zeros without rows).
+        let blocks = rows.div_ceil(ROW_BLOCK).max(1);
+        let mut parts = vec![0.0f64; blocks * width.max(1)];
+        // f32: gamma as f64 (ones without gamma), for the fast path; f64: nothing.
+        let wide_gamma: Vec<f64> = match gamma {
+            _ if !F::HAS_FAST => Vec::new(),
+            Some(g) => g.iter().map(|v| v.wide()).collect(),
+            None => vec![1.0; n],
+        };
+        let wmax = wide_gamma.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        // f64 rows all take the exact path, whose `backward_row` chooses its own instruction
+        // set: the block loop runs as compiled (no vector loop of its own to widen).
+        let isa = if F::HAS_FAST {
+            Isa::best()
+        } else {
+            Isa::Baseline
+        };
         fold_row_blocks(
             x,
             dy,
             &mut input,
             self.axes,
-            |first_row, x, dy, dx| {
-                let mut gamma_sums = new_sums(gamma.is_some());
-                let mut beta_sums = new_sums(beta.is_some());
-                let mut scratch = BackwardScratch::new(n);
-                if n > 0 {
-                    let rows = x.chunks_exact(n).zip(dy.chunks_exact(n));
-                    for (r, ((x, dy), dx)) in rows.zip(dx.chunks_exact_mut(n)).enumerate() {
-                        let sums = ParamSums {
-                            gamma: gamma_sums.as_mut(),
-                            beta: beta_sums.as_mut(),
-                        };
-                        let plan = plan(first_row + r);
-                        backward_row::<F, CENTER>(x, dy, dx, plan, gamma, &mut scratch, sums);
-                    }
+            (&mut parts, width),
+            |first_row, x, dy, dx, part, scratch: &mut BackwardScratch<F::Wide>| {
+                let (g, b) = part.split_at_mut(2 * n);
+                let (b, bound) = b.split_at_mut(2 * n);
+                fn columns(p: &mut [f64], n: usize) -> ColumnParts<'_> {
+                    let (hi, lo) = p.split_at_mut(n);
+                    ColumnParts { hi, lo }
                 }
-                (gamma_sums, beta_sums)
-            },
-            |(gamma_part, beta_part)| {
-                merge(&mut gamma_total, gamma_part);
-                merge(&mut beta_total, beta_part);
+                let sums = BlockSums {
+                    gamma: columns(g, n),
+                    beta: columns(b, n),
+                    has_gamma: gamma.is_some(),
+                    has_beta: beta.is_some(),
+                    dy_bound: &mut bound[0],
+                };
+                isa.run(BackwardBlock::<F, _, _, CENTER> {
+                    x,
+                    dy,
+                    dx,
+                    n,
+                    plan: |r| plan(first_row + r),
+                    gamma,
+                    wide_gamma: &wide_gamma,
+                    wmax,
+                    sums,
+                    scratch,
+                });
             },
         );
-        // The sums, in the shape of the parameter they belong to.
-        let finish = |sums: Option<ColumnSums>, like: &Option<ArrayD<F>>| {
-            let shape = like.as_ref().map(|p| p.raw_dim());
-            sums.zip(shape).map(|(s, shape)| {
-                ArrayD::from_shape_vec(shape, s.finish::<F>())
+        // SAFETY: the blocks of `fold_row_blocks` cover every row of `input`, and the kernel
+        // writes every element of each row it is given: the fast path's second pass writes all
+        // `n` (it zips `dx` with slices of `n` elements), and the exact path (`backward_row`)
+        // writes all `n` on each of its branches; with `n == 0` there is no element.
+        let input = unsafe { input.assume_init() };
+        // The block sums, merged in block order into those of the first block (which are
+        // what merging them into zeros would give: TwoSum of 0 and a sum is that sum, and no
+        // sum here is -0, since each starts at +0).
+        let (total, rest) = parts.split_at_mut(width);
+        let (g, b) = total.split_at_mut(2 * n);
+        let (b, bound) = b.split_at_mut(2 * n);
+        let ((g_hi, g_lo), (b_hi, b_lo)) = (g.split_at_mut(n), b.split_at_mut(n));
+        for part in rest.chunks_exact(width) {
+            if gamma.is_some() {
+                merge_sums(g_hi, g_lo, &part[..n], &part[n..2 * n]);
+            }
+            if beta.is_some() && F::HAS_FAST {
+                merge_plain(b_hi, b_lo, &part[2 * n..3 * n]);
+                bound[0] += part[4 * n];
+            } else if beta.is_some() {
+                merge_sums(b_hi, b_lo, &part[2 * n..3 * n], &part[3 * n..4 * n]);
+            }
+        }
+        if beta.is_some() && F::HAS_FAST {
+            self.check_plain_dbeta(dy, (b_hi, b_lo), bound[0]);
+        }
+        // The sums in the shape of their parameter.
+        let finish = |(hi, lo): (&[f64], &[f64]), like: &Option<ArrayD<F>>| {
+            like.as_ref().map(|p| {
+                ArrayD::from_shape_vec(p.raw_dim(), finish_sums::<F>(hi, lo))
                     .expect("one sum per element of the parameter")
             })
         };
         Gradients {
             input,
-            gamma: finish(gamma_total, &self.gamma),
-            beta: finish(beta_total, &self.beta),
+            gamma: finish((g_hi, g_lo), &self.gamma),
+            beta: finish((b_hi, b_lo), &self.beta),
         }
     }
-}
 
-/// Merges a block's sums into the total, in block order.
-fn merge(total: &mut Option<ColumnSums>, part: Option<ColumnSums>) {
-    if let (Some(total), Some(part)) = (total, part) {
-        total.merge(&part);
+    /// Checks `dbeta` of `f32` rows, `hi + lo`, the block sums merged in block order (`S_b`, the
+    /// plain `f64` sum of `dy` over the block's rows, column by column, merged with
+    /// compensation), against the bound from `magnitude`, the sum over the blocks of `A_b`, the
+    /// sum over the block's rows of `max |dy|` of the row; and sums the columns that fail it
+    /// again.
+    ///
+    /// A block has at most 64 rows, so every column of `S_b` is within `63 u A_b` of its exact
+    /// value (`u = 2^-53`; `A_b` bounds the sum of the magnitudes of every column); the merge
+    /// adds nothing visible (its own error is below `B^2 u^2 sum A_b` for `B` blocks). So the
+    /// total `T` is within `E = 1.02 * 64 u A` of the exact sum, `A` the sum of the `A_b` (the
+    /// factor covers the roundings of `A` and of each `A_b` for up to `2^30` blocks). Where
+    /// `E <= 2^-30 max(1, |T|)` the result, rounded to `f32`, is within `0.5 + 2^-6` units of
+    /// `f32::EPSILON * max(1, |exact|)`; the columns where it is not (a column of `dy` that
+    /// cancels to within `2^-17` of its magnitude) are summed again, with compensation, in
+    /// the logical order of the rows.
+    fn check_plain_dbeta<D: Dimension>(
+        &self,
+        dy: &ArrayRef<F, D>,
+        (hi, lo): (&mut [f64], &mut [f64]),
+        magnitude: f64,
+    ) {
+        const TOL: f64 = 1.0 / (1u64 << 30) as f64;
+        let bound = 1.02 * 64.0 * (f64::EPSILON / 2.0);
+        let redo: Vec<usize> = (0..hi.len())
+            .filter(|&j| {
+                let t = (hi[j] + lo[j]).abs();
+                // The bound fails, or is NaN (a NaN or an infinity in the column).
+                let scale = if t > 1.0 { t } else { 1.0 };
+                let holds = (bound * magnitude).partial_cmp(&(TOL * scale));
+                !matches!(holds, Some(Ordering::Less | Ordering::Equal))
+            })
+            .collect();
+        if !redo.is_empty() {
+            for (&j, v) in redo.iter().zip(exact_column_sums(dy, self.axes, &redo)) {
+                (hi[j], lo[j]) = v;
+            }
+        }
     }
 }

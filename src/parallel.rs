@@ -29,13 +29,14 @@ pub(crate) fn for_each_block<F, B>(
 }
 
 /// Calls `f(scratch, block)` for every block and `reduce` with the results, in block order.
-pub(crate) fn map_blocks_in_order<F, B, R>(
+/// `scratch` is per-thread state (`S::default()` once per thread, reused from block to block).
+pub(crate) fn map_blocks_in_order<S, B, R>(
     len: usize,
     blocks: impl Iterator<Item = B>,
-    f: impl Fn(&mut Scratch<F>, B) -> R + Sync,
+    f: impl Fn(&mut S, B) -> R + Sync,
     mut reduce: impl FnMut(R),
 ) where
-    F: Send,
+    S: Default + Send,
     B: Send,
     R: Send,
 {
@@ -48,14 +49,14 @@ pub(crate) fn map_blocks_in_order<F, B, R>(
             let results: Vec<R> = wave
                 .into_par_iter()
                 .with_max_len(1)
-                .map_init(Scratch::default, &f)
+                .map_init(S::default, &f)
                 .collect();
             results.into_iter().for_each(&mut reduce);
         }
         return;
     }
     let _ = len;
-    let mut scratch = Scratch::default();
+    let mut scratch = S::default();
     for block in blocks {
         reduce(f(&mut scratch, block));
     }

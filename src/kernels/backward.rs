@@ -2,65 +2,77 @@
 
 use multiversion::multiversion;
 
+use super::forward::Out;
 use super::moments::{exponent, pow2};
 use super::sum::{accumulate, compensated_sum, compensated_sum_zip, two_sum};
 use super::wide::Wide;
 use crate::float::private::Sealed;
 use crate::float::Float;
 
-/// Compensated per-column sums over rows (one `hi + lo` pair per column).
-#[derive(Debug, Clone)]
-pub(crate) struct ColumnSums {
-    hi: Vec<f64>,
-    lo: Vec<f64>,
+/// Adds the sums `part_hi_j + part_lo_j` (of a later block of rows) into the totals
+/// `hi_j + lo_j`: TwoSum of the high parts, the low parts added.
+pub(crate) fn merge_sums(hi: &mut [f64], lo: &mut [f64], part_hi: &[f64], part_lo: &[f64]) {
+    debug_assert!(hi.len() == lo.len() && hi.len() == part_hi.len() && hi.len() == part_lo.len());
+    let parts = part_hi.iter().zip(part_lo);
+    for ((t_hi, t_lo), (hi, lo)) in hi.iter_mut().zip(lo.iter_mut()).zip(parts) {
+        let (s, e) = two_sum(*t_hi, *hi);
+        *t_hi = s;
+        *t_lo += e + *lo;
+    }
 }
 
-impl ColumnSums {
-    /// `n` zero sums.
-    pub(crate) fn new(n: usize) -> Self {
-        ColumnSums {
-            hi: vec![0.0; n],
-            lo: vec![0.0; n],
-        }
+/// Adds the plain sums `part_j` (of a later block of rows) into the totals `hi_j + lo_j`.
+pub(crate) fn merge_plain(hi: &mut [f64], lo: &mut [f64], part: &[f64]) {
+    debug_assert!(hi.len() == lo.len() && hi.len() == part.len());
+    for ((t_hi, t_lo), v) in hi.iter_mut().zip(lo.iter_mut()).zip(part) {
+        let (s, e) = two_sum(*t_hi, *v);
+        *t_hi = s;
+        *t_lo += e;
     }
+}
 
-    /// Adds the value `hi_i + lo_i` of the `i`-th item to column `i`.
+/// The totals `hi_j + lo_j`, each rounded once to `F`.
+pub(crate) fn finish_sums<F: Float>(hi: &[f64], lo: &[f64]) -> Vec<F> {
+    hi.iter()
+        .zip(lo)
+        .map(|(hi, lo)| F::narrow(hi + lo))
+        .collect()
+}
+
+/// The per-column sums of one block of rows, `hi + lo` per column, in a buffer of the caller.
+#[derive(Debug)]
+pub(crate) struct ColumnParts<'a> {
+    pub(crate) hi: &'a mut [f64],
+    pub(crate) lo: &'a mut [f64],
+}
+
+impl ColumnParts<'_> {
+    /// Adds the value `hi_i + lo_i` of the `i`-th item to column `i`, with compensation.
     #[inline(always)]
     fn add_parts(&mut self, values: impl ExactSizeIterator<Item = (f64, f64)>) {
         debug_assert_eq!(values.len(), self.hi.len());
-        for ((hi, lo), (v_hi, v_lo)) in self.hi.iter_mut().zip(&mut self.lo).zip(values) {
+        for ((hi, lo), (v_hi, v_lo)) in self.hi.iter_mut().zip(self.lo.iter_mut()).zip(values) {
             accumulate(hi, lo, v_hi);
             *lo += v_lo;
         }
     }
 
-    /// Adds the sums `part` (of a later block of rows) into these.
-    pub(crate) fn merge(&mut self, part: &ColumnSums) {
-        debug_assert_eq!(self.hi.len(), part.hi.len());
-        let parts = part.hi.iter().zip(&part.lo);
-        for ((t_hi, t_lo), (hi, lo)) in self.hi.iter_mut().zip(&mut self.lo).zip(parts) {
-            let (s, e) = two_sum(*t_hi, *hi);
-            *t_hi = s;
-            *t_lo += e + *lo;
+    /// The same sums, borrowed for a shorter time.
+    #[inline(always)]
+    pub(crate) fn reborrow(&mut self) -> ColumnParts<'_> {
+        ColumnParts {
+            hi: self.hi,
+            lo: self.lo,
         }
-    }
-
-    /// The sums, each rounded once to `F`.
-    pub(crate) fn finish<F: Float>(&self) -> Vec<F> {
-        self.hi
-            .iter()
-            .zip(&self.lo)
-            .map(|(hi, lo)| F::narrow(hi + lo))
-            .collect()
     }
 }
 
 /// The running sums of the parameter gradients of one block of rows.
 pub(crate) struct ParamSums<'a> {
     /// `sum over rows of dy * xhat`, if the layer has gamma.
-    pub(crate) gamma: Option<&'a mut ColumnSums>,
+    pub(crate) gamma: Option<ColumnParts<'a>>,
     /// `sum over rows of dy`, if the layer has beta.
-    pub(crate) beta: Option<&'a mut ColumnSums>,
+    pub(crate) beta: Option<ColumnParts<'a>>,
 }
 
 /// Where the backward pass of a row takes its statistics from.
@@ -79,7 +91,7 @@ pub(crate) enum RowPlan {
     },
 }
 
-/// Buffers of one row, reused from row to row.
+/// Buffers of one row, reused from row to row (empty until a row needs them).
 pub(crate) struct BackwardScratch<W> {
     xhat: Vec<W>,
     g: Vec<W>,
@@ -87,14 +99,13 @@ pub(crate) struct BackwardScratch<W> {
     lo: Vec<f64>,
 }
 
-impl<W> BackwardScratch<W> {
-    /// Empty buffers for rows of length `n`.
-    pub(crate) fn new(n: usize) -> Self {
+impl<W> Default for BackwardScratch<W> {
+    fn default() -> Self {
         BackwardScratch {
-            xhat: Vec::with_capacity(n),
-            g: Vec::with_capacity(n),
-            hi: Vec::with_capacity(n),
-            lo: Vec::with_capacity(n),
+            xhat: Vec::new(),
+            g: Vec::new(),
+            hi: Vec::new(),
+            lo: Vec::new(),
         }
     }
 }
@@ -237,10 +248,10 @@ fn recompute<F: Float, const CENTER: bool>(
 /// subtraction, whose terms can be far larger than its result, loses nothing visible. Each
 /// result is rounded to `F` once.
 #[multiversion(targets = "simd")]
-pub(crate) fn backward_row<F: Float, const CENTER: bool>(
+pub(crate) fn backward_row<F: Float, Y: Out<F>, const CENTER: bool>(
     x: &[F],
     dy: &[F],
-    dx: &mut [F],
+    dx: &mut [Y],
     plan: RowPlan,
     gamma: Option<&[F]>,
     s: &mut BackwardScratch<F::Wide>,
@@ -270,11 +281,11 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
         let finite = |v: &[F]| v.iter().all(|v| v.wide().is_finite());
         let poisoned = !finite(dy) || gamma.is_some_and(|w| !finite(w));
         let value = if poisoned { F::nan() } else { F::zero() };
-        dx.iter_mut().for_each(|v| *v = value);
-        if let Some(acc) = sums.beta {
+        dx.iter_mut().for_each(|v| v.put(value));
+        if let Some(mut acc) = sums.beta {
             acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
         }
-        if let Some(acc) = sums.gamma {
+        if let Some(mut acc) = sums.gamma {
             // dy * xhat with xhat = 0: a NaN or an infinity in dy still gives NaN.
             acc.add_parts(dy.iter().map(|v| (v.wide() * 0.0, 0.0)));
         }
@@ -305,23 +316,23 @@ pub(crate) fn backward_row<F: Float, const CENTER: bool>(
     let mean_gx = sum_parts::<W<F>>(&s.hi, &s.lo).div(len);
     match plan {
         RowPlan::Recompute(eps) | RowPlan::Saved { eps, .. } if !CENTER && n == 1 => {
-            dx[0] = F::narrow(one_element_rms_dx::<F>(x[0], g[0], eps));
+            dx[0].put(F::narrow(one_element_rms_dx::<F>(x[0], g[0], eps)));
         }
         _ => {
             for ((dx, g), xhat) in dx.iter_mut().zip(g).zip(xhat) {
                 let t = g.sub(mean_g).sub(xhat.mul(mean_gx));
-                *dx = F::narrow(t.mul(r).round() * scale);
+                dx.put(F::narrow(t.mul(r).round() * scale));
             }
         }
     }
-    if let Some(acc) = sums.gamma {
+    if let Some(mut acc) = sums.gamma {
         acc.add_parts(
             dy.iter()
                 .zip(xhat)
                 .map(|(d, xh)| W::<F>::of(d.wide()).mul(*xh).parts()),
         );
     }
-    if let Some(acc) = sums.beta {
+    if let Some(mut acc) = sums.beta {
         acc.add_parts(dy.iter().map(|v| (v.wide(), 0.0)));
     }
 }

@@ -110,6 +110,40 @@ pub trait Simd {
         s1: &mut [f64; 16],
         s2: &mut [f64; 16],
     );
+
+    /// For every chunk `k` of `x`, `dy` and `w` (in order), with `d = f64(x_k[j]) - p` and
+    /// `g = f64(dy_k[j]) * w_k[j]`, for `j` in `0..8`: `acc[0][j] += d` and `acc[2][j] += g`
+    /// (if `CENTER`), `acc[1][j] += d * d`, `acc[3][j] += g * d`, and
+    /// `acc[4][j] = if |b| > acc[4][j] { |b| } else { acc[4][j] }` with `b = f64(dy_k[j])`
+    /// (each product rounded, then the sum: no fused multiply-add). Every version performs exactly these operations on
+    /// each lane.
+    fn backward_sums<const CENTER: bool>(
+        x: &[[f32; 8]],
+        dy: &[[f32; 8]],
+        w: &[[f64; 8]],
+        p: f64,
+        acc: &mut [[f64; 8]; 5],
+    );
+}
+
+/// The operations of [`Simd::backward_sums`] on one element, into lane `j`.
+#[inline(always)]
+pub(crate) fn backward_element<const CENTER: bool>(
+    acc: &mut [[f64; 8]; 5],
+    j: usize,
+    (x, dy, w): (f32, f32, f64),
+    p: f64,
+) {
+    let d = f64::from(x) - p;
+    let g = f64::from(dy) * w;
+    if CENTER {
+        acc[0][j] += d;
+        acc[2][j] += g;
+    }
+    acc[1][j] += d * d;
+    acc[3][j] += g * d;
+    let b = f64::from(dy).abs();
+    acc[4][j] = if b > acc[4][j] { b } else { acc[4][j] };
 }
 
 /// The marker of [`Isa::Baseline`].
@@ -129,6 +163,21 @@ impl Simd for Baseline {
                     s1[j] += d;
                 }
                 s2[j] += d * d;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn backward_sums<const CENTER: bool>(
+        x: &[[f32; 8]],
+        dy: &[[f32; 8]],
+        w: &[[f64; 8]],
+        p: f64,
+        acc: &mut [[f64; 8]; 5],
+    ) {
+        for ((cx, cd), cw) in x.iter().zip(dy).zip(w) {
+            for j in 0..8 {
+                backward_element::<CENTER>(acc, j, (cx[j], cd[j], cw[j]), p);
             }
         }
     }
@@ -173,6 +222,48 @@ impl Simd for Avx2 {
             }
         }
     }
+
+    #[inline(always)]
+    fn backward_sums<const CENTER: bool>(
+        x: &[[f32; 8]],
+        dy: &[[f32; 8]],
+        w: &[[f64; 8]],
+        p: f64,
+        acc: &mut [[f64; 8]; 5],
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: only instantiated inside `avx2`, compiled with AVX2 on a processor that has
+        // it; every load and store is of 4 values within an 8-element array.
+        unsafe {
+            let mut v: [[__m256d; 2]; 5] = std::array::from_fn(|s| {
+                std::array::from_fn(|k| _mm256_loadu_pd(acc[s][4 * k..].as_ptr()))
+            });
+            let pv = _mm256_set1_pd(p);
+            let sign = _mm256_set1_pd(-0.0);
+            for ((cx, cd), cw) in x.iter().zip(dy).zip(w) {
+                for k in 0..2 {
+                    let xv = _mm256_cvtps_pd(_mm_loadu_ps(cx[4 * k..].as_ptr()));
+                    let dv = _mm256_cvtps_pd(_mm_loadu_ps(cd[4 * k..].as_ptr()));
+                    let wv = _mm256_loadu_pd(cw[4 * k..].as_ptr());
+                    let d = _mm256_sub_pd(xv, pv);
+                    let g = _mm256_mul_pd(dv, wv);
+                    if CENTER {
+                        v[0][k] = _mm256_add_pd(v[0][k], d);
+                        v[2][k] = _mm256_add_pd(v[2][k], g);
+                    }
+                    v[1][k] = _mm256_add_pd(v[1][k], _mm256_mul_pd(d, d));
+                    v[3][k] = _mm256_add_pd(v[3][k], _mm256_mul_pd(g, d));
+                    // max(a, m) is `a > m ? a : m` (the second operand where either is NaN).
+                    v[4][k] = _mm256_max_pd(_mm256_andnot_pd(sign, dv), v[4][k]);
+                }
+            }
+            for (s, vs) in v.iter().enumerate() {
+                for (k, vk) in vs.iter().enumerate() {
+                    _mm256_storeu_pd(acc[s][4 * k..].as_mut_ptr(), *vk);
+                }
+            }
+        }
+    }
 }
 
 /// The marker of [`Isa::Avx512`].
@@ -211,6 +302,42 @@ impl Simd for Avx512 {
             for k in 0..2 {
                 _mm512_storeu_pd(s1[8 * k..].as_mut_ptr(), a[k]);
                 _mm512_storeu_pd(s2[8 * k..].as_mut_ptr(), b[k]);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn backward_sums<const CENTER: bool>(
+        x: &[[f32; 8]],
+        dy: &[[f32; 8]],
+        w: &[[f64; 8]],
+        p: f64,
+        acc: &mut [[f64; 8]; 5],
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY: only instantiated inside `avx512`, compiled with AVX-512F/DQ on a processor
+        // that has them; every load and store is of 8 values within an 8-element array.
+        unsafe {
+            let mut v: [__m512d; 5] = std::array::from_fn(|s| _mm512_loadu_pd(acc[s].as_ptr()));
+            let pv = _mm512_set1_pd(p);
+            let sign = _mm512_set1_pd(-0.0);
+            for ((cx, cd), cw) in x.iter().zip(dy).zip(w) {
+                let xv = _mm512_cvtps_pd(_mm256_loadu_ps(cx.as_ptr()));
+                let dv = _mm512_cvtps_pd(_mm256_loadu_ps(cd.as_ptr()));
+                let wv = _mm512_loadu_pd(cw.as_ptr());
+                let d = _mm512_sub_pd(xv, pv);
+                let g = _mm512_mul_pd(dv, wv);
+                if CENTER {
+                    v[0] = _mm512_add_pd(v[0], d);
+                    v[2] = _mm512_add_pd(v[2], g);
+                }
+                v[1] = _mm512_add_pd(v[1], _mm512_mul_pd(d, d));
+                v[3] = _mm512_add_pd(v[3], _mm512_mul_pd(g, d));
+                // max(a, m) is `a > m ? a : m` (the second operand where either is NaN).
+                v[4] = _mm512_max_pd(_mm512_andnot_pd(sign, dv), v[4]);
+            }
+            for (s, vs) in v.iter().enumerate() {
+                _mm512_storeu_pd(acc[s].as_mut_ptr(), *vs);
             }
         }
     }
