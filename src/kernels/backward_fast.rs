@@ -124,6 +124,7 @@
 //! `dgamma` terms with TwoSum.
 
 use super::backward::{backward_row, BackwardScratch, ColumnParts, ParamSums, RowPlan};
+use super::fast::tree;
 use super::forward::Out;
 use super::isa::{backward_element, Kernel, Simd};
 use crate::driver::ROW_BLOCK;
@@ -146,19 +147,6 @@ struct Sums {
     p: f64,
     gmax: f64,
     dymax: f64,
-}
-
-/// Merges the lanes in a fixed pairwise tree: lane `j + w` into lane `j`, `w = 4, 2, 1`.
-#[inline(always)]
-fn tree(mut s: [f64; LANES]) -> f64 {
-    let mut w = LANES / 2;
-    while w > 0 {
-        for j in 0..w {
-            s[j] += s[j + w];
-        }
-        w /= 2;
-    }
-    s[0]
 }
 
 /// The first pass over a row with pivot `p` (`w` is gamma as `f64`, or ones, and `wmax` its

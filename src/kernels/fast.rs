@@ -176,10 +176,11 @@ pub(crate) fn shifted<const CENTER: bool>(x: f64, p: f64) -> f64 {
     }
 }
 
-/// Merges the lanes in a fixed pairwise tree: lane `j + w` into lane `j`, `w = 8, 4, 2, 1`.
+/// Merges `L` lanes (a power of two) in a fixed pairwise tree: lane `j + w` into lane `j`,
+/// `w = L/2, ..., 2, 1` (for the 16 lanes here, `w = 8, 4, 2, 1`).
 #[inline(always)]
-fn tree(mut s: [f64; LANES]) -> f64 {
-    let mut w = LANES / 2;
+pub(crate) fn tree<const L: usize>(mut s: [f64; L]) -> f64 {
+    let mut w = L / 2;
     while w > 0 {
         for j in 0..w {
             s[j] += s[j + w];
