@@ -35,6 +35,14 @@ impl Tallies {
         ])
     }
 
+    /// [`check`](Self::check) of `x` and `dy` with random parameters and `eps = 1e-5`, with the
+    /// statistics recomputed and then saved.
+    fn check_both_sources<F: Float>(&mut self, rng: &mut StdRng, x: &Array2<F>, dy: &Array2<F>) {
+        for source in [Source::Recompute, Source::Saved] {
+            self.check(rng, Batch::new(x, dy, of(1e-5), Params::Random, source));
+        }
+    }
+
     /// Measures one batch against the reference and its tolerances.
     fn check<F: Float>(&mut self, rng: &mut StdRng, input: Batch<F>) {
         let n = input.x.ncols();
@@ -154,12 +162,7 @@ fn far_offsets<F: Float>(seed: u64) {
             let m = rows_for(&mut rng, n);
             let x = batch::<F>(m, n, || offset_row(&mut rng, n, offset, 1.0));
             let dy = batch::<F>(m, n, || (0..n).map(|_| normal(&mut rng)).collect());
-            for source in [Source::Recompute, Source::Saved] {
-                t.check(
-                    &mut rng,
-                    Batch::new(&x, &dy, of(1e-5), Params::Random, source),
-                );
-            }
+            t.check_both_sources(&mut rng, &x, &dy);
         }
         all.push(t);
     }
@@ -214,12 +217,7 @@ fn mixed_rows<F: Float>(seed: u64) {
             prev.clone_from(&row);
             row
         });
-        for source in [Source::Recompute, Source::Saved] {
-            t.check(
-                &mut rng,
-                Batch::new(&x, &dy, of(1e-5), Params::Random, source),
-            );
-        }
+        t.check_both_sources(&mut rng, &x, &dy);
     }
     all.push(t);
     assert_all(&all);
