@@ -1,17 +1,22 @@
-//! The fast statistics of an `f32` row: plain `f64` sums of the row shifted by one of its
-//! elements, accepted where an a-posteriori bound shows that they meet the accuracy contract,
+//! The fast statistics of an `f32` row: plain `f64` sums of the row (shifted by one of its
+//! elements where the mean is far from 0), accepted where an a-posteriori bound shows that they meet the accuracy contract,
 //! and otherwise left to the exact path ([`super::moments::row_stats`]).
 //!
 //! # The method
 //!
-//! With `p = x_0` (LayerNorm; `p = 0` for RMSNorm), one pass computes, in `f64`,
-//! `d_i = x_i - p`, `S1 = sum d_i` and `S2 = sum d_i^2`, element `i` into lane `i % LANES`,
+//! With a pivot `p` (RMSNorm: `p = 0`; LayerNorm rows of at least `LANES` elements: `p = 0`
+//! first, then, only if the bound below refuses those sums, `p = x_0`; shorter LayerNorm rows:
+//! `p = x_0`), one pass computes, in `f64`,
+//! `d_i = x_i - p`, `S1 = sum d_i` and `S2 = sum d_i^2` (each square fused into its addition:
+//! `s = fma(d_i, d_i, s)`), element `i` into lane `i % LANES`,
 //! then the lanes in a fixed pairwise tree (rows shorter than `LANES`: one accumulator, in
 //! order). Then `m = S1 / n` (the mean is `p + m`),
 //! `q = S2 / n`, `var = q - m^2` (RMSNorm: `var = q`), `v = var + eps`, `rstd = 1 / sqrt(v)`,
 //! and a row is written as `y_i = ((x_i - p) - m) * rstd [* gamma_i] [+ beta_i]` in `f64`,
-//! rounded once to `f32` (or, where the mean is within `2^18` standard deviations of 0, as
-//! `y_i = (x_i * rstd - (p + m) * rstd) [* gamma_i] [+ beta_i]`, one subtraction fewer). Converting `f32` to `f64` is exact, and `f32` values cannot leave the
+//! rounded once to `f32` (or, where the mean is within `2^18` standard deviations of 0 and the
+//! row is not constant, as `y_i = fma(x_i, rstd, -c) [* gamma_i] [+ beta_i]` with
+//! `c = (p + m) * rstd`, one subtraction fewer; with both gamma and beta, the last two steps
+//! are one `fma(t, gamma_i, beta_i)`). Converting `f32` to `f64` is exact, and `f32` values cannot leave the
 //! `f64` range when squared or summed (`|d_i^2| <= 2^257`, and a nonzero `|d_i| >= 2^-149`
 //! squares to at least `2^-298`), so no rescaling is ever needed here.
 //!
@@ -21,7 +26,9 @@
 //! term goes through (its lane, then the tree; `h = n` for rows shorter than `LANES`). Each computed quantity below is written with a
 //! hat; `gamma_k = k u / (1 - k u)`.
 //!
-//! 1. `|d^_i - d_i| <= u |d_i|` and `fl(d^_i^2) = d_i^2 (1 + t)` with `|t| <= gamma_3`.
+//! 1. `|d^_i - d_i| <= u |d_i|`, so `d^_i^2 = d_i^2 (1 + t)` with `|t| <= gamma_2`; the square
+//!    is fused into its addition and not rounded, and the bound below still counts one
+//!    rounding of it (`gamma_3`), so it holds with and without the fusion.
 //! 2. Sums in any fixed tree of depth `h` (Higham, *Accuracy and Stability of Numerical
 //!    Algorithms*, 2nd ed., eq. 4.4): `|S2^ - S2| <= gamma_(h+3) S2`, and
 //!    `|S1^ - S1| <= gamma_(h+1) sum |d_i| <= gamma_(h+1) sqrt(n S2)` (Cauchy-Schwarz).
@@ -40,7 +47,13 @@
 //!
 //! all false for a NaN or an infinity, so that such rows, constant rows with `eps = 0`, rows
 //! whose pivot lies so far from the mean that `q >> var` (`q / var = 1 + (mean - p)^2 / var`),
-//! and rows so long that `C > TOL` (about `n > 4.4e7`) take the exact path. Where it is taken:
+//! and rows so long that `C > TOL` (about `n > 4.4e7`) take the exact path. With `p = 0` the
+//! test refuses rows with `mean^2 / var > TOL / C - 1` (about `|mean| > 220 std` at
+//! `n = 768`, `|mean| > 26 std` at `n = 65536`), which are summed again with `p = x_0`: one
+//! more pass over a row still in cache, for offset rows only. Unshifted sums are kept only
+//! where they show the row is not constant (`var^ > 2 C q^`, so that the exact variance is
+//! positive); other rows are summed shifted too, where a constant row gives `S1 = S2 = 0`
+//! exactly and is written as exact zeros. Where it is taken:
 //!
 //! * `v^` is within `(TOL + 2.1 u)` of `var + eps`, relative, so `rstd` (one more rounding for
 //!   the square root and one for the reciprocal) is within `TOL / 2 + 4 u < 2^-30`, relative;
@@ -50,11 +63,15 @@
 //! * `d^_i` and the subtraction of `m^` round by `u |x_i - p|` and `u |y_i|`, where
 //!   `|x_i - p| rstd <= |y_i| + sqrt(q / v) <= |y_i| + 2^12`: below `2^-40 max(1, |y_i|)`;
 //! * rows where `|c| <= 2^18`, `c = fl(fl(p + m^) rstd)` (RMSNorm rows: `c = 0`), are written
-//!   in the direct form `fl(fl(x_i rstd) - c)` instead ([`Form::Direct`]): the mean `p + m^`,
-//!   the two products and the difference round by `u |mean| rstd`, `u |x_i| rstd`, `u |c|` and
-//!   `u |y_i|`, where `|x_i| rstd <= |x_i - mean| rstd + |mean| rstd <= |y_i| + 2^18.01`: in all
-//!   below `u (2 |y_i| + 3 * 2^18.01) < 2^-33 max(1, |y_i|)`;
-//! * gamma and beta add one rounding each in `f64`.
+//!   in the direct form `fl(x_i rstd - c)`, one fused multiply-add, instead ([`Form::Direct`]):
+//!   the mean `p + m^`, the product `c` and the fused operation round by `u |mean| rstd`,
+//!   `u |c|` and `u |y_i|` (the product `x_i rstd` is not rounded; counting a rounding of it
+//!   too, `u |x_i| rstd`, where `|x_i| rstd <= |x_i - mean| rstd + |mean| rstd <= |y_i| +
+//!   2^18.01`): in all below `u (2 |y_i| + 3 * 2^18.01) < 2^-33 max(1, |y_i|)`. Constant rows
+//!   (`q = 0`) keep the pivot form, where `(x_i - p) - m` is exactly 0: the fused form would
+//!   leave the rounding error of `c`, not 0;
+//! * gamma and beta add one rounding each in `f64` (one in all where both are present: a fused
+//!   multiply-add).
 //!
 //! So each output before its rounding to `f32` is within `2^-29 max(1, |y_i|)` (times
 //! `|gamma_i|`, plus `u |beta_i|`) of the exact value: after the rounding, within
@@ -92,21 +109,22 @@ pub struct FastStats {
 }
 
 /// How a row of [`FastStats`] is written, before gamma and beta: each form gives, for every
-/// element, exactly the bits of `((x - p) - m) * r - c` with its [`parts`](Form::parts)
-/// (`t - 0.0 == t` and `t - 0.0 - 0.0 == t` for every `f64` `t`, `-0.0` included), so a writer
-/// may use the parts where a loop over forms would not vectorize.
+/// element, exactly the bits of `fma((x - p) - m, r, -c)` with its [`parts`](Form::parts)
+/// (`t - 0.0 == t` for every `f64` `t`, `-0.0` included, and `fma(a, r, -0.0) == fl(a * r)`),
+/// so a writer may use the parts where a loop over forms would not vectorize.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Form {
     /// `x * r` (RMSNorm, or a row of mean exactly 0).
     Scale { r: f64 },
-    /// `x * r - c`, with `c = mean * r` (rows with `|mean| * rstd <= DIRECT_LIMIT`).
+    /// `fma(x, r, -c)`, with `c = mean * r` (non-constant rows with
+    /// `|mean| * rstd <= DIRECT_LIMIT`).
     Direct { r: f64, c: f64 },
     /// `((x - p) - m) * r`, the pivot `p` and the mean `m` of `x - p` (the other rows).
     Pivot { p: f64, m: f64, r: f64 },
 }
 
 impl Form {
-    /// `[p, m, r, c]`: the form is `((x - p) - m) * r - c`, bitwise.
+    /// `[p, m, r, c]`: the form is `fma((x - p) - m, r, -c)`, bitwise.
     #[inline(always)]
     pub(crate) fn parts(self) -> [f64; 4] {
         match self {
@@ -120,7 +138,7 @@ impl Form {
     #[cfg(test)]
     pub(crate) fn apply(self, x: f64) -> f64 {
         let [p, m, r, c] = self.parts();
-        ((x - p) - m) * r - c
+        ((x - p) - m).mul_add(r, -c)
     }
 }
 
@@ -129,15 +147,16 @@ impl Form {
 const DIRECT_LIMIT: f64 = (1u64 << 18) as f64;
 
 impl FastStats {
-    /// How the row is written: [`Form::Direct`] where `|mean| * rstd <= DIRECT_LIMIT` (every
-    /// RMSNorm row, and centred or moderately offset LayerNorm rows), else [`Form::Pivot`].
+    /// How the row is written: [`Form::Direct`] where `|mean| * rstd <= DIRECT_LIMIT` and the
+    /// row is not constant (every nonzero RMSNorm row, and centred or moderately offset
+    /// LayerNorm rows), else [`Form::Pivot`] ([`Form::Scale`] where the offset `c` is `+0`).
     #[inline(always)]
     pub(crate) fn form(&self) -> Form {
         let r = self.rstd;
         let c = (self.pivot + self.shift) * r;
         if c.to_bits() == 0 {
             Form::Scale { r }
-        } else if c.abs() <= DIRECT_LIMIT {
+        } else if c.abs() <= DIRECT_LIMIT && self.q != 0.0 {
             Form::Direct { r, c }
         } else {
             Form::Pivot {
@@ -146,6 +165,16 @@ impl FastStats {
                 r,
             }
         }
+    }
+
+    /// Whether the sums show that the row is not constant: `var^ > 2 C q^`, where the error
+    /// of `var^` is at most `1.01 C q` (see the module doc), so that the exact variance is
+    /// positive. Unshifted sums of a constant row are not exact, and would not write it as
+    /// exact zeros; rows that fail this are summed again, shifted.
+    #[inline(always)]
+    fn surely_varies(&self) -> bool {
+        let var = self.q - self.shift * self.shift;
+        var > 2.0 * 1.01 * (3.0 * self.depth + 10.0) * U * self.q
     }
 
     /// The statistics a caller keeps: the mean and `rstd` rounded to `f32` where that
@@ -165,11 +194,11 @@ impl FastStats {
     }
 }
 
-/// `x - p` (LayerNorm), or `x` itself (RMSNorm, where `p = 0` and `x - 0 == x` for every `x`,
-/// `-0.0` included, so skipping the subtraction changes no bit).
+/// `x - p` (`SHIFT`), or `x` itself (where `p = 0`: `x - 0 == x` for every `x`, `-0.0`
+/// included, so skipping the subtraction changes no bit).
 #[inline(always)]
-pub(crate) fn shifted<const CENTER: bool>(x: f64, p: f64) -> f64 {
-    if CENTER {
+pub(crate) fn shifted<const SHIFT: bool>(x: f64, p: f64) -> f64 {
+    if SHIFT {
         x - p
     } else {
         x
@@ -193,37 +222,57 @@ pub(crate) fn tree<const L: usize>(mut s: [f64; L]) -> f64 {
 /// The fast statistics of a row with epsilon `eps` (finite, `>= 0`), or `None` where the bound
 /// of the module doc does not hold (the row then takes the exact path). `CENTER == false`:
 /// RMSNorm, no mean.
+///
+/// LayerNorm rows of at least [`LANES`] elements are first summed unshifted (`p = 0`, one
+/// subtraction fewer per element); only where the bound refuses those sums (a mean more than
+/// a few hundred standard deviations from 0, see the module doc) are they summed again,
+/// shifted by `p = x_0`. Which sums a row gets depends on the row alone.
 #[inline(always)]
 pub(crate) fn row_stats_f32<S: Simd, const CENTER: bool>(x: &[f32], eps: f64) -> Option<FastStats> {
     let n = x.len();
     let first = *x.first()?;
-    let p = if CENTER { f64::from(first) } else { 0.0 };
-    let (s1, s2, depth) = if n < LANES {
-        // Short rows: one accumulator each, in order.
+    if n < LANES {
+        // Short rows: one accumulator each, in order, shifted by `x_0`.
+        let p = if CENTER { f64::from(first) } else { 0.0 };
         let (mut s1, mut s2) = (0.0, 0.0);
         for &v in x {
             let d = shifted::<CENTER>(f64::from(v), p);
             if CENTER {
                 s1 += d;
             }
-            s2 += d * d;
+            s2 = d.mul_add(d, s2);
         }
-        (s1, s2, n)
-    } else {
-        let mut s1 = [0.0f64; LANES];
-        let mut s2 = [0.0f64; LANES];
-        let (chunks, tail) = x.as_chunks::<LANES>();
-        S::lane_sums::<CENTER>(chunks, p, &mut s1, &mut s2);
-        for (j, &v) in tail.iter().enumerate() {
-            let d = shifted::<CENTER>(f64::from(v), p);
-            if CENTER {
-                s1[j] += d;
-            }
-            s2[j] += d * d;
+        return finish::<CENTER>(p, s1, s2, n, n, eps);
+    }
+    let unshifted = lane_stats::<S, CENTER, false>(x, 0.0, eps);
+    if !CENTER || unshifted.is_some_and(|s| s.surely_varies()) {
+        return unshifted;
+    }
+    lane_stats::<S, CENTER, true>(x, f64::from(first), eps)
+}
+
+/// The statistics of a row of `n >= LANES` elements from its sums in [`LANES`] lanes, shifted
+/// by `p` if `SHIFT` (else `p = 0`).
+#[inline(always)]
+fn lane_stats<S: Simd, const CENTER: bool, const SHIFT: bool>(
+    x: &[f32],
+    p: f64,
+    eps: f64,
+) -> Option<FastStats> {
+    let n = x.len();
+    let mut s1 = [0.0f64; LANES];
+    let mut s2 = [0.0f64; LANES];
+    let (chunks, tail) = x.as_chunks::<LANES>();
+    S::lane_sums::<CENTER, SHIFT>(chunks, p, &mut s1, &mut s2);
+    for (j, &v) in tail.iter().enumerate() {
+        let d = shifted::<SHIFT>(f64::from(v), p);
+        if CENTER {
+            s1[j] += d;
         }
-        (tree(s1), tree(s2), n.div_ceil(LANES) + TREE)
-    };
-    finish::<CENTER>(p, s1, s2, n, depth, eps)
+        s2[j] = d.mul_add(d, s2[j]);
+    }
+    let depth = n.div_ceil(LANES) + TREE;
+    finish::<CENTER>(p, tree(s1), tree(s2), n, depth, eps)
 }
 
 /// Rows of a group of [`short_group_stats`].
@@ -254,7 +303,7 @@ pub(crate) fn short_group_stats<F: crate::float::Float, const CENTER: bool>(
             if CENTER {
                 s1[r] += d;
             }
-            s2[r] += d * d;
+            s2[r] = d.mul_add(d, s2[r]);
         }
     }
     // The operations of `finish`, lane by lane, so that they vectorize.
@@ -350,26 +399,48 @@ mod tests {
         assert!(row_stats_f32::<Baseline, false>(&[0.0; 40], 0.0).is_none());
         // An empty row.
         assert!(row_stats_f32::<Baseline, true>(&[], 1e-5).is_none());
-        // A pivot far from the mean of a long row: q / var ~ n.
-        let mut x = vec![0.0f32; 1 << 16];
-        x[0] = 1.0;
+        // A long row whose mean is far from 0 (the unshifted sums are refused) and from its
+        // first element (so are the sums shifted by it): q / var ~ n either way.
+        let mut x = vec![1000.0f32; 1 << 16];
+        x[0] = 1001.0;
         assert!(row_stats_f32::<Baseline, true>(&x, 0.0).is_none());
-        // The same row with its outlier elsewhere is accepted (q / var ~ 1).
+        // The same row with its outlier elsewhere is accepted, shifted by its first element.
         x.swap(0, 5);
-        assert!(row_stats_f32::<Baseline, true>(&x, 0.0).is_some());
+        let s = row_stats_f32::<Baseline, true>(&x, 0.0).expect("shifted sums accepted");
+        assert_eq!(s.pivot, 1000.0);
+    }
+
+    #[test]
+    fn rows_near_zero_are_summed_unshifted_and_offset_rows_shifted() {
+        // Mean near 0: the unshifted sums are accepted, whatever the first element is.
+        let mut x: Vec<f32> = (0..768)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
+            .collect();
+        x[0] = 40.0;
+        let s = row_stats_f32::<Baseline, true>(&x, 1e-5).expect("fast path");
+        assert_eq!(s.pivot, 0.0);
+        // The same row offset by 1e4 (|mean| ~ 1e4 std): shifted by its first element.
+        let y: Vec<f32> = x.iter().map(|v| v + 1e4).collect();
+        let s = row_stats_f32::<Baseline, true>(&y, 1e-5).expect("fast path");
+        assert_eq!(s.pivot, f64::from(y[0]));
+        // RMSNorm never shifts.
+        let s = row_stats_f32::<Baseline, false>(&y, 1e-5).expect("fast path");
+        assert_eq!(s.pivot, 0.0);
     }
 
     #[test]
     fn constant_rows_with_eps_normalize_to_exact_zeros() {
-        // A small offset takes the direct form, a large one (|mean| rstd > 2^18) the pivot form.
-        for (v, direct) in [(0.75f32, true), (1e6 + 0.5, false)] {
-            let s = row_stats_f32::<Baseline, true>(&[v; 33], 1e-5).expect("fast path");
-            assert_eq!(matches!(s.form(), Form::Direct { .. }), direct, "{v}");
-            assert_eq!(
-                s.form().apply(f64::from(v)).to_bits(),
-                0.0f64.to_bits(),
-                "{v}"
-            );
+        // Small and large offsets, short rows and rows past the lane count: the sums shifted
+        // by the first element are exactly 0, and the row is written in the pivot form (the
+        // direct form would leave the rounding error of `mean * rstd`).
+        for n in [5, 33, 768] {
+            for v in [0.75f32, 0.1, -3.7, 1e6 + 0.5] {
+                let s = row_stats_f32::<Baseline, true>(&vec![v; n], 1e-5).expect("fast path");
+                assert!(matches!(s.form(), Form::Pivot { .. }), "{v} (n = {n})");
+                assert_eq!(s.q, 0.0, "{v} (n = {n})");
+                let y = s.form().apply(f64::from(v));
+                assert_eq!(y.to_bits(), 0.0f64.to_bits(), "{v} (n = {n})");
+            }
         }
     }
 }

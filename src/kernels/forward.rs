@@ -99,13 +99,17 @@ impl RowNorm {
     ) {
         match self {
             RowNorm::Fast(s) => match s.form() {
-                Form::Scale { r } => write_row::<S, F, Y>(x, y, |v| v * r, gamma, beta),
-                Form::Direct { r, c } => write_row::<S, F, Y>(x, y, |v| v * r - c, gamma, beta),
+                Form::Scale { r } => write_row::<S, F, Y, true>(x, y, |v| v * r, gamma, beta),
+                Form::Direct { r, c } => {
+                    write_row::<S, F, Y, true>(x, y, |v| v.mul_add(r, -c), gamma, beta)
+                }
                 Form::Pivot { p, m, r } => {
-                    write_row::<S, F, Y>(x, y, |v| ((v - p) - m) * r, gamma, beta)
+                    write_row::<S, F, Y, true>(x, y, |v| ((v - p) - m) * r, gamma, beta)
                 }
             },
-            RowNorm::Exact(s) => write_row::<S, F, Y>(x, y, |v| s.plan.apply(v), gamma, beta),
+            RowNorm::Exact(s) => {
+                write_row::<S, F, Y, false>(x, y, |v| s.plan.apply(v), gamma, beta)
+            }
         }
     }
 }
@@ -385,9 +389,8 @@ impl FlatParams {
         let c = &self.offset[..len];
         let (g, b) = (self.gamma.as_ref(), self.beta.as_ref());
         let value = |k: usize, v: F| {
-            let t = ((v.wide() - p[k]) - m[k]) * rs[k] - c[k];
-            let t = g.map_or(t, |g| t * g[k]);
-            F::narrow(b.map_or(t, |b| t + b[k]))
+            let t = ((v.wide() - p[k]) - m[k]).mul_add(rs[k], -c[k]);
+            F::narrow(affine::<true>(t, g.map(|g| g[k]), b.map(|b| b[k])))
         };
         match x {
             Some(x) => y
@@ -593,6 +596,20 @@ fn add_assign<F: Float>(x: &[F], r: &mut [F]) {
     r.iter_mut().zip(x).for_each(|(r, &x)| *r += x);
 }
 
+/// `t * gamma + beta`, either present: with one rounding (a fused multiply-add) where both are
+/// and `FUSED` (the fast `f32` rows), else each operation rounded (the exact path, whose bits
+/// are kept).
+#[inline(always)]
+fn affine<const FUSED: bool>(t: f64, gamma: Option<f64>, beta: Option<f64>) -> f64 {
+    match (gamma, beta) {
+        (Some(g), Some(b)) if FUSED => t.mul_add(g, b),
+        (g, b) => {
+            let t = g.map_or(t, |g| t * g);
+            b.map_or(t, |b| t + b)
+        }
+    }
+}
+
 /// Writes `y_i = norm(x_i) * gamma_i + beta_i` for every element of a row, reading `x_i` from
 /// `x`, or from `y` itself (in place) when `x` is `None`.
 ///
@@ -600,7 +617,7 @@ fn add_assign<F: Float>(x: &[F], r: &mut [F]) {
 /// once; the match only selects which slices the loop walks, so that each loop is a plain
 /// element-wise loop that vectorizes.
 #[inline(always)]
-fn write_row<S: Simd, F: Float, Y: Out<F>>(
+fn write_row<S: Simd, F: Float, Y: Out<F>, const FUSED: bool>(
     x: Option<&[F]>,
     y: &mut [Y],
     norm: impl Fn(f64) -> f64,
@@ -614,6 +631,7 @@ fn write_row<S: Simd, F: Float, Y: Out<F>>(
     let norm = |x: F| norm(x.wide());
     let scale = |x: F, g: &f64| norm(x) * g;
     let shift = |v: f64, b: &f64| F::narrow(v + b);
+    let both = |x: F, g: &f64, b: &f64| F::narrow(affine::<FUSED>(norm(x), Some(*g), Some(*b)));
     let Some(x) = x else {
         let y = Y::init_mut(y).expect(IN_PLACE);
         return match (gamma, beta) {
@@ -630,7 +648,7 @@ fn write_row<S: Simd, F: Float, Y: Out<F>>(
                 .iter_mut()
                 .zip(g)
                 .zip(b)
-                .for_each(|((y, g), b)| *y = shift(scale(*y, g), b)),
+                .for_each(|((y, g), b)| *y = both(*y, g, b)),
         };
     };
     match (gamma, beta) {
@@ -653,7 +671,7 @@ fn write_row<S: Simd, F: Float, Y: Out<F>>(
             .zip(x)
             .zip(g)
             .zip(b)
-            .for_each(|(((y, &x), g), b)| y.put(shift(scale(x, g), b))),
+            .for_each(|(((y, &x), g), b)| y.put(both(x, g, b))),
     }
 }
 

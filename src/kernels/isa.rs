@@ -4,9 +4,13 @@
 //! A kernel is written once, as an `#[inline(always)]` body, and [`Isa::run`] calls it inside a
 //! function compiled with the target features of the chosen instruction set, so that LLVM
 //! vectorizes the inlined body with the widest registers the processor has. The choice never
-//! changes a result: the kernels use no fused multiply-add and no reassociation, every lane
-//! and every merge is in a fixed order, and conversions, additions, multiplications,
-//! divisions and square roots are correctly rounded in every instruction set. Tests call
+//! changes a result: the kernels use no reassociation, every lane and every merge is in a
+//! fixed order, and conversions, additions, multiplications, divisions, square roots and
+//! fused multiply-adds are correctly rounded in every instruction set. A fused multiply-add is
+//! written as `f64::mul_add` (or the FMA intrinsic in [`Simd`]'s loops) where the kernel wants
+//! one, never left to the compiler to contract: it is an FMA instruction on AVX2/AVX-512
+//! (both require FMA here) and on aarch64, and on the x86-64 baseline (a processor without
+//! FMA) the C library's exact software `fma`, slower but with the same bits. Tests call
 //! every version that the processor supports on the same rows and compare the bits
 //! (`Isa::available`).
 
@@ -21,10 +25,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub(crate) enum Isa {
     /// Whatever the crate is compiled for (SSE2 on a default x86-64 build).
     Baseline,
-    /// AVX2 (256-bit vectors).
+    /// AVX2 and FMA (256-bit vectors).
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX-512 F/BW/DQ/VL (512-bit vectors).
+    /// AVX-512 F/BW/DQ/VL and FMA (512-bit vectors).
     #[cfg(target_arch = "x86_64")]
     Avx512,
 }
@@ -63,7 +67,9 @@ impl Isa {
         let mut v = vec![Isa::Baseline];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 v.push(Isa::Avx2);
             }
             if std::arch::is_x86_feature_detected!("avx512f")
@@ -71,6 +77,7 @@ impl Isa {
                 && std::arch::is_x86_feature_detected!("avx512dq")
                 && std::arch::is_x86_feature_detected!("avx512vl")
                 && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
             {
                 v.push(Isa::Avx512);
             }
@@ -101,10 +108,10 @@ impl Isa {
 /// few loops that LLVM does not vectorize well by itself, written with the set's intrinsics.
 pub trait Simd {
     /// For every chunk `c` of `x`, in order, with `d = f64(c[j]) - p` (`d = f64(c[j])` if not
-    /// `CENTER`, where `p = 0`): `s1[j] += d` (if `CENTER`) and `s2[j] += d * d` (the product rounded, then the sum: no fused
-    /// multiply-add), for `j` in `0..16`. Every version performs exactly these operations on
+    /// `SHIFT`, where `p = 0`): `s1[j] += d` (if `CENTER`) and `s2[j] = fma(d, d, s2[j])` (one rounding),
+    /// for `j` in `0..16`. Every version performs exactly these operations on
     /// each lane.
-    fn lane_sums<const CENTER: bool>(
+    fn lane_sums<const CENTER: bool, const SHIFT: bool>(
         x: &[[f32; 16]],
         p: f64,
         s1: &mut [f64; 16],
@@ -150,7 +157,7 @@ pub(crate) fn backward_element<const CENTER: bool>(
 pub(crate) struct Baseline;
 impl Simd for Baseline {
     #[inline(always)]
-    fn lane_sums<const CENTER: bool>(
+    fn lane_sums<const CENTER: bool, const SHIFT: bool>(
         x: &[[f32; 16]],
         p: f64,
         s1: &mut [f64; 16],
@@ -158,11 +165,11 @@ impl Simd for Baseline {
     ) {
         for c in x {
             for j in 0..16 {
-                let d = super::fast::shifted::<CENTER>(f64::from(c[j]), p);
+                let d = super::fast::shifted::<SHIFT>(f64::from(c[j]), p);
                 if CENTER {
                     s1[j] += d;
                 }
-                s2[j] += d * d;
+                s2[j] = d.mul_add(d, s2[j]);
             }
         }
     }
@@ -189,7 +196,7 @@ pub(crate) struct Avx2;
 #[cfg(target_arch = "x86_64")]
 impl Simd for Avx2 {
     #[inline(always)]
-    fn lane_sums<const CENTER: bool>(
+    fn lane_sums<const CENTER: bool, const SHIFT: bool>(
         x: &[[f32; 16]],
         p: f64,
         s1: &mut [f64; 16],
@@ -207,13 +214,13 @@ impl Simd for Avx2 {
             for c in x {
                 for k in 0..4 {
                     let mut v = _mm256_cvtps_pd(_mm_loadu_ps(c[4 * k..].as_ptr()));
-                    if CENTER {
+                    if SHIFT {
                         v = _mm256_sub_pd(v, pv);
                     }
                     if CENTER {
                         a[k] = _mm256_add_pd(a[k], v);
                     }
-                    b[k] = _mm256_add_pd(b[k], _mm256_mul_pd(v, v));
+                    b[k] = _mm256_fmadd_pd(v, v, b[k]);
                 }
             }
             for k in 0..4 {
@@ -272,7 +279,7 @@ pub(crate) struct Avx512;
 #[cfg(target_arch = "x86_64")]
 impl Simd for Avx512 {
     #[inline(always)]
-    fn lane_sums<const CENTER: bool>(
+    fn lane_sums<const CENTER: bool, const SHIFT: bool>(
         x: &[[f32; 16]],
         p: f64,
         s1: &mut [f64; 16],
@@ -290,13 +297,13 @@ impl Simd for Avx512 {
             for c in x {
                 for k in 0..2 {
                     let mut v = _mm512_cvtps_pd(_mm256_loadu_ps(c[8 * k..].as_ptr()));
-                    if CENTER {
+                    if SHIFT {
                         v = _mm512_sub_pd(v, pv);
                     }
                     if CENTER {
                         a[k] = _mm512_add_pd(a[k], v);
                     }
-                    b[k] = _mm512_add_pd(b[k], _mm512_mul_pd(v, v));
+                    b[k] = _mm512_fmadd_pd(v, v, b[k]);
                 }
             }
             for k in 0..2 {
@@ -353,14 +360,14 @@ pub(crate) trait Kernel {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,avx2,sse3,ssse3,sse4.1,sse4.2,popcnt")]
+#[target_feature(enable = "avx,avx2,fma,sse3,ssse3,sse4.1,sse4.2,popcnt")]
 unsafe fn avx2<K: Kernel>(kernel: K) -> K::Output {
     kernel.run::<Avx2>()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(
-    enable = "avx512f,avx512bw,avx512dq,avx512vl,avx,avx2,sse3,ssse3,sse4.1,sse4.2,popcnt"
+    enable = "avx512f,avx512bw,avx512dq,avx512vl,avx,avx2,fma,sse3,ssse3,sse4.1,sse4.2,popcnt"
 )]
 unsafe fn avx512<K: Kernel>(kernel: K) -> K::Output {
     kernel.run::<Avx512>()
