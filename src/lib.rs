@@ -123,10 +123,14 @@ mod norm;
 mod outputs;
 mod parallel;
 mod rms_norm;
+#[cfg(feature = "safetensors")]
+mod safetensors;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod validate;
 
+#[cfg(feature = "safetensors")]
+pub use crate::safetensors::{SafetensorsReader, SafetensorsWriter};
 pub use error::{Error, Param};
 pub use float::Float;
 pub use layer_norm::LayerNorm;
