@@ -837,8 +837,9 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| io_error(path, e))
 }
 
-/// Loading and saving with safetensors (feature `safetensors`); the rules are in the docs of
-/// [`SafetensorsReader`] and [`SafetensorsWriter`].
+/// Loading and saving with safetensors (feature `safetensors`), for `F` = `f32` or `f64`
+/// (`SafetensorsElement` is the crate's internal list of the element types a file loads into);
+/// the rules are in the docs of [`SafetensorsReader`] and [`SafetensorsWriter`].
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
 impl<F: SafetensorsElement> LayerNorm<F> {
     /// The layer stored under `prefix` in the safetensors file `bytes`
@@ -928,8 +929,9 @@ impl<F: SafetensorsElement> LayerNorm<F> {
     }
 }
 
-/// Loading and saving with safetensors (feature `safetensors`); the rules are in the docs of
-/// [`SafetensorsReader`] and [`SafetensorsWriter`].
+/// Loading and saving with safetensors (feature `safetensors`), for `F` = `f32` or `f64`
+/// (`SafetensorsElement` is the crate's internal list of the element types a file loads into);
+/// the rules are in the docs of [`SafetensorsReader`] and [`SafetensorsWriter`].
 #[cfg_attr(docsrs, doc(cfg(feature = "safetensors")))]
 impl<F: SafetensorsElement> RmsNorm<F> {
     /// The layer stored under `prefix` in the safetensors file `bytes` (`prefix.weight`, or
