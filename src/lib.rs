@@ -107,6 +107,12 @@
 //!   the parameter gradients, which are reduced over fixed blocks of rows in order.
 //! * `serde`: `Serialize` and `Deserialize` for [`LayerNorm`] and [`RmsNorm`]; loading checks
 //!   the layer as the constructors do (the format is in the docs of those impls).
+//! * `safetensors`: [`LayerNorm`] and [`RmsNorm`] load from and save to safetensors files
+//!   (`from_safetensors`, `load_safetensors`, `to_safetensors`, `save_safetensors`), under
+//!   PyTorch's tensor names (`{prefix}.weight`, `{prefix}.bias`, or `gamma`/`beta`), from `F16`,
+//!   `BF16`, `F32` or `F64` tensors converted to the layer's type; `SafetensorsReader` and
+//!   `SafetensorsWriter` handle files of many layers. Every problem with a file is an
+//!   [`Error`] naming the tensor, never a panic. The rules are in the docs of those two types.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -123,10 +129,14 @@ mod norm;
 mod outputs;
 mod parallel;
 mod rms_norm;
+#[cfg(feature = "safetensors")]
+mod safetensors;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod validate;
 
+#[cfg(feature = "safetensors")]
+pub use crate::safetensors::{SafetensorsReader, SafetensorsWriter};
 pub use error::{Error, Param};
 pub use float::Float;
 pub use layer_norm::LayerNorm;
