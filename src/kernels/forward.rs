@@ -681,13 +681,18 @@ mod tests {
 
     /// Pseudo-random f32 rows of many lengths (short, lane-sized, odd, long), with an offset.
     fn rows(n: usize, count: usize) -> Vec<f32> {
+        rows_at(n, count, 100.0)
+    }
+
+    /// As [`rows`], uniform in `[offset - 3, offset + 5)`.
+    fn rows_at(n: usize, count: usize, offset: f32) -> Vec<f32> {
         let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
         (0..n * count)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 3.0 + 100.0
+                (state >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 3.0 + offset
             })
             .collect()
     }
@@ -696,8 +701,13 @@ mod tests {
     /// same bits, with and without gamma and beta, LayerNorm and RMSNorm.
     #[test]
     fn every_instruction_set_gives_the_same_bits() {
-        for n in [1, 2, 5, 15, 16, 17, 31, 64, 65, 100, 768, 1029] {
-            let x = rows(n, 19);
+        // Offset 100 (|mean| ~ 40 std): LayerNorm rows of 16 or more take the unshifted sums;
+        // offset 1e4: the shifted sums.
+        for (n, offset) in [1, 2, 5, 15, 16, 17, 31, 64, 65, 100, 768, 1029]
+            .into_iter()
+            .flat_map(|n| [(n, 100.0), (n, 1e4)])
+        {
+            let x = rows_at(n, 19, offset);
             let g: Vec<f64> = rows(n, 1).iter().map(|v| f64::from(v - 100.0)).collect();
             let b: Vec<f64> = rows(n, 1)
                 .iter()
@@ -740,7 +750,11 @@ mod tests {
                 for center in [true, false] {
                     let base = run(Isa::Baseline, center);
                     for isa in Isa::available() {
-                        assert_eq!(run(isa, center), base, "{isa:?}, n = {n}, center {center}");
+                        assert_eq!(
+                            run(isa, center),
+                            base,
+                            "{isa:?}, n = {n}, offset {offset}, center {center}"
+                        );
                     }
                 }
             }
