@@ -368,6 +368,8 @@ impl FlatParams {
 
     /// Writes the rows of a group with their fast statistics: for each element, exactly the
     /// operations of [`RowNorm::write`] on its row.
+    // Index loops on purpose: no closures that LLVM could leave out of line (see `value`).
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
     fn write_group<S: Simd, F: Float, Y: Out<F>>(
         &mut self,
@@ -384,26 +386,32 @@ impl FlatParams {
             self.rstd[row.clone()].fill(rstd);
             self.offset[row].fill(c);
         }
-        let len = GROUP * n;
-        let (p, m, rs) = (&self.pivot[..len], &self.shift[..len], &self.rstd[..len]);
-        let c = &self.offset[..len];
-        let (g, b) = (self.gamma.as_ref(), self.beta.as_ref());
-        let value = |k: usize, v: F| {
-            let t = ((v.wide() - p[k]) - m[k]).mul_add(rs[k], -c[k]);
-            F::narrow(affine::<true>(t, g.map(|g| g[k]), b.map(|b| b[k])))
-        };
+        debug_assert_eq!(y.len(), GROUP * n);
+        // Plain loops, not iterator adaptors with closures (see `value`).
         match x {
-            Some(x) => y
-                .iter_mut()
-                .zip(x)
-                .enumerate()
-                .for_each(|(k, (y, &v))| y.put(value(k, v))),
-            None => Y::init_mut(y)
-                .expect(IN_PLACE)
-                .iter_mut()
-                .enumerate()
-                .for_each(|(k, y)| *y = value(k, *y)),
+            Some(x) => {
+                let x = &x[..y.len()];
+                for k in 0..y.len() {
+                    y[k].put(self.value(k, x[k]));
+                }
+            }
+            None => {
+                let y = Y::init_mut(y).expect(IN_PLACE);
+                for k in 0..y.len() {
+                    y[k] = self.value(k, y[k]);
+                }
+            }
         }
+    }
+
+    /// Element `k` of the group, `v` normalized. A function that is always inlined, not a
+    /// closure: a closure that LLVM leaves out of line is compiled without the instruction
+    /// set's features, and its `mul_add` becomes a library call.
+    #[inline(always)]
+    fn value<F: Float>(&self, k: usize, v: F) -> F {
+        let t = ((v.wide() - self.pivot[k]) - self.shift[k]).mul_add(self.rstd[k], -self.offset[k]);
+        let (g, b) = (self.gamma.as_ref(), self.beta.as_ref());
+        F::narrow(affine::<true>(t, g.map(|g| g[k]), b.map(|b| b[k])))
     }
 }
 
